@@ -1,0 +1,69 @@
+# memento — top-level entry points. `make demo` and `make test` are the quick start.
+SHELL := /bin/bash
+BUILD_DIR ?= build
+ASAN_DIR ?= build-asan
+FUZZ_DIR ?= build-fuzz
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+CMAKE_FLAGS ?=
+
+# Debian packages the project needs: build, LibTorch with a fast BLAS, tests, benchmarks,
+# fuzzing, the PyTorch peer benchmark and the HTML report checks.
+DEB_PACKAGES := build-essential cmake ninja-build clang libclang-rt-14-dev \
+  libtorch-dev libopenblas0-pthread libgloo-dev \
+  libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build build-core test test-core test-asan demo bench fuzz clean format
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "all Debian packages present"; fi
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+build: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+build-core:
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DMEMENTO_CORE_ONLY=ON -DMEMENTO_SANITIZE=ON -DMEMENTO_BENCH=OFF
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+
+# Core tests under AddressSanitizer + UBSan (cheap: the core has no LibTorch).
+test-asan: deps build-core
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+
+test-core: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -R '^(Profile|Schedule|Simulate|Budget|Planner|Optimal|Revolve|Chen|Uniform|Registry|Json|Exhaustive)'
+
+test: build test-asan
+	cd $(BUILD_DIR) && OMP_NUM_THREADS=1 ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	$(BUILD_DIR)/bin/memento train
+
+bench: build
+	bash bench/run.sh $(BUILD_DIR)
+
+fuzz: deps
+	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DMEMENTO_CORE_ONLY=ON -DMEMENTO_FUZZ=ON -DMEMENTO_BENCH=OFF
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_profile
+	mkdir -p $(FUZZ_DIR)/corpus && cp -n examples/profiles/*.json tests/core/fuzz_corpus/* $(FUZZ_DIR)/corpus/ 2>/dev/null || true
+	$(FUZZ_DIR)/bin/fuzz_profile -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_DIR)/corpus
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cpp')
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)

@@ -1,0 +1,54 @@
+#pragma once
+/// \file
+/// Exception types used across memento. Every error says what was wrong and what to
+/// change; the CLI prints `what()` on one line and exits with code 2.
+///
+/// Example:
+/// \code
+///   try { auto profile = memento::read_profile("gpt.json"); }
+///   catch (const memento::Error& e) { std::cerr << e.what() << "\n"; }
+/// \endcode
+
+#include <stdexcept>
+#include <string>
+
+namespace memento {
+
+/// Base class of every memento error.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+/// A user-supplied value (option, budget string, model name, ...) is invalid.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A profile file or object is malformed: the message names the file, stage and field.
+class ProfileError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A schedule is invalid for its profile: the message names the op index and op.
+class ScheduleError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A data file (corpus, CIFAR-10, MNIST, checkpoint) is malformed: names file and offset.
+class DataError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The runtime observed something that contradicts the plan (shape change on
+/// recompute, missing tensor): names the stage.
+class RuntimeError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace memento

@@ -1,0 +1,105 @@
+#pragma once
+/// \file
+/// Planners decide which activations a step keeps, recomputes or frees under a memory
+/// budget. Every planner sits behind `Planner` and in a registry by name.
+///
+/// Example:
+/// \code
+///   auto profile = memento::read_profile("examples/profiles/gpt2-small.json");
+///   int64_t budget = memento::parse_budget("40%", profile);
+///   auto planner = memento::make_planner("optimal");
+///   memento::Plan plan = planner->plan(profile, memento::PlannerOptions(budget).memory_slots(500));
+///   if (!plan.feasible) { /* plan.min_feasible_budget_bytes says what would fit */ }
+/// \endcode
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "memento/core/profile.h"
+#include "memento/core/schedule.h"
+
+namespace memento {
+
+/// Options common to every planner. The budget (bytes for the whole step, fixed bytes
+/// included) is required; the rest have defaults.
+class PlannerOptions {
+ public:
+  explicit PlannerOptions(int64_t budget_bytes) : budget_bytes_(budget_bytes) {}
+
+  /// Memory discretization of the dynamic-programming planners (default 500).
+  PlannerOptions& memory_slots(int slots) {
+    memory_slots_ = slots;
+    return *this;
+  }
+  /// Number of segments for `uniform`; 0 (default) picks the fastest that fits.
+  PlannerOptions& segments(int count) {
+    segments_ = count;
+    return *this;
+  }
+
+  int64_t budget_bytes() const { return budget_bytes_; }
+  int memory_slots() const { return memory_slots_; }
+  int segments() const { return segments_; }
+
+ private:
+  int64_t budget_bytes_;
+  int memory_slots_ = 500;
+  int segments_ = 0;
+};
+
+/// What a planner returns. When `feasible` is false, `schedule` is empty and
+/// `min_feasible_budget_bytes` is the smallest budget at which this planner succeeds.
+struct Plan {
+  std::string planner;
+  bool feasible = false;
+  int64_t budget_bytes = 0;
+  int64_t predicted_peak_bytes = 0;  ///< from simulate()
+  double predicted_time_s = 0;       ///< from simulate()
+  double recompute_s = 0;
+  int recompute_count = 0;
+  double recompute_flops = 0;
+  double solve_time_s = 0;
+  int64_t min_feasible_budget_bytes = 0;  ///< set for every plan, feasible or not
+  Schedule schedule;
+};
+
+/// JSON form of a plan (docs/formats.md): planner, feasible, budget_bytes,
+/// predicted_peak_bytes, predicted_time_s, recompute_s, recompute_count, solve_time_s,
+/// min_feasible_budget_bytes, schedule.
+nlohmann::json plan_to_json(const Plan& plan);
+
+/// Interface of every planner.
+class Planner {
+ public:
+  virtual ~Planner() = default;
+  /// Registry name, e.g. "optimal".
+  virtual std::string name() const = 0;
+  /// One line for `memento plan --list`.
+  virtual std::string description() const = 0;
+  /// Plans one step of `profile` under `options`. Never throws for an infeasible
+  /// budget: returns a plan with feasible == false instead. Throws InvalidArgument for
+  /// invalid options (e.g. zero slots).
+  virtual Plan plan(const ChainProfile& profile, const PlannerOptions& options) const = 0;
+};
+
+/// Names of every registered planner, in a stable order.
+std::vector<std::string> planner_names();
+/// One-line description of a registered planner.
+std::string planner_description(const std::string& name);
+/// Creates a planner by name; throws InvalidArgument listing the valid names.
+std::unique_ptr<Planner> make_planner(const std::string& name);
+
+/// Fills a plan's predicted figures from simulate() (feasible = peak <= budget) and
+/// records `solve_time_s`. Shared by every planner so each reports the same way.
+Plan finish_plan(const std::string& planner, const ChainProfile& profile, const PlannerOptions& options,
+                 Schedule schedule, double solve_time_s, int64_t min_feasible_budget_bytes);
+
+/// Plan for an infeasible budget: feasible == false, empty schedule.
+Plan infeasible_plan(const std::string& planner, const PlannerOptions& options, double solve_time_s,
+                     int64_t min_feasible_budget_bytes);
+
+}  // namespace memento

@@ -1,0 +1,81 @@
+#pragma once
+/// \file
+/// `ChainProfile`: the measured (or derived) costs of one training step of a chain of
+/// stages. It is the only thing planners see of a model.
+///
+/// Activation numbering: stage `i` (0-based, `0 <= i < L`) reads activation `a_i` and
+/// writes `a_{i+1}`. `a_0` is the model input (part of `fixed_bytes`), `a_L` the model
+/// output that the loss reads. `stages[i].input_bytes` is the size of `a_i` and
+/// `stages[i].output_bytes` the size of `a_{i+1}`; consecutive stages must agree.
+///
+/// Example:
+/// \code
+///   memento::ChainProfile profile = memento::read_profile("examples/profiles/gpt2-small.json");
+///   double forward_s = profile.total_forward_s();
+///   memento::write_profile(profile, "copy.json");
+/// \endcode
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace memento {
+
+/// Costs of one stage of the chain.
+struct StageProfile {
+  std::string name;                 ///< e.g. "block3"
+  std::string kind;                 ///< embed, attention, attention_core, mlp, conv, norm, head, ...
+  double forward_s = 0;             ///< seconds for one forward of the stage
+  double backward_s = 0;            ///< seconds for its backward
+  int64_t input_bytes = 0;          ///< size of the stage input a_i
+  int64_t output_bytes = 0;         ///< size of the stage output a_{i+1}
+  int64_t saved_bytes = 0;          ///< all that autograd keeps when run with grad, output included
+  int64_t forward_temp_bytes = 0;   ///< transient bytes on top during the forward
+  int64_t backward_temp_bytes = 0;  ///< transient bytes on top during the backward
+  double flops = 0;                 ///< forward floating point operations (0 when unknown)
+};
+
+/// Breakdown of the bytes that stay allocated for the whole step. Optional detail;
+/// `ChainProfile::fixed_bytes` is what planners use.
+struct FixedBytes {
+  int64_t parameters_bytes = 0;
+  int64_t gradients_bytes = 0;
+  int64_t optimizer_bytes = 0;
+  int64_t inputs_bytes = 0;
+  int64_t total() const { return parameters_bytes + gradients_bytes + optimizer_bytes + inputs_bytes; }
+};
+
+/// The profile of one training step: per-stage costs and the step's fixed bytes.
+struct ChainProfile {
+  std::string model;           ///< free-form description (model name, batch, ...)
+  std::vector<StageProfile> stages;
+  int64_t fixed_bytes = 0;     ///< parameters, gradients, optimizer state, inputs
+  FixedBytes fixed_breakdown;  ///< optional; all zeros when unknown
+
+  int length() const { return static_cast<int>(stages.size()); }
+  /// Size of activation a_i, 0 <= i <= L (a_0 is the input, a_L the output).
+  int64_t activation_bytes(int i) const;
+  double total_forward_s() const;
+  double total_backward_s() const;
+};
+
+/// Checks every invariant (non-negative numbers, finite times, saved >= output,
+/// consecutive sizes agree, at least one stage). Throws ProfileError naming `source`
+/// (a file name or "profile"), the stage and the field.
+void validate_profile(const ChainProfile& profile, const std::string& source = "profile");
+
+/// JSON conversion. `profile_from_json` validates and throws ProfileError naming
+/// `source`, the stage index and name, and the field.
+nlohmann::json profile_to_json(const ChainProfile& profile);
+ChainProfile profile_from_json(const nlohmann::json& json, const std::string& source = "profile");
+
+/// Parses JSON text (throws ProfileError with the parser's position on bad syntax).
+ChainProfile parse_profile(const std::string& text, const std::string& source = "profile");
+/// Reads and validates a profile file.
+ChainProfile read_profile(const std::string& path);
+/// Writes a profile as pretty JSON (through a temporary file and a rename).
+void write_profile(const ChainProfile& profile, const std::string& path);
+
+}  // namespace memento

@@ -1,0 +1,97 @@
+#include "memento/core/planner.h"
+
+#include <functional>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "memento/core/error.h"
+#include "memento/core/simulate.h"
+#include "planners.h"
+
+namespace memento {
+
+namespace {
+
+struct RegistryEntry {
+  const char* name;
+  std::unique_ptr<Planner> (*make)();
+};
+
+// Order is the order of `memento plan --list` and of sweeps: cheapest ideas first.
+const RegistryEntry kRegistry[] = {
+    {"store-all", make_store_all_planner},   {"recompute-all", make_recompute_all_planner},
+    {"uniform", make_uniform_planner},       {"sqrt-n", make_sqrt_n_planner},
+    {"chen-greedy", make_chen_greedy_planner}, {"revolve", make_revolve_planner},
+    {"optimal", make_optimal_planner},
+};
+
+}  // namespace
+
+std::vector<std::string> planner_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : kRegistry) names.emplace_back(entry.name);
+  return names;
+}
+
+std::unique_ptr<Planner> make_planner(const std::string& name) {
+  std::string valid;
+  for (const auto& entry : kRegistry) {
+    if (name == entry.name) return entry.make();
+    valid += std::string(valid.empty() ? "" : ", ") + entry.name;
+  }
+  throw InvalidArgument("unknown planner \"" + name + "\"; choose one of " + valid);
+}
+
+std::string planner_description(const std::string& name) { return make_planner(name)->description(); }
+
+Plan infeasible_plan(const std::string& planner, const PlannerOptions& options, double solve_time_s,
+                     int64_t min_feasible_budget_bytes) {
+  Plan plan;
+  plan.planner = planner;
+  plan.feasible = false;
+  plan.budget_bytes = options.budget_bytes();
+  plan.solve_time_s = solve_time_s;
+  plan.min_feasible_budget_bytes = min_feasible_budget_bytes;
+  return plan;
+}
+
+Plan finish_plan(const std::string& planner, const ChainProfile& profile, const PlannerOptions& options,
+                 Schedule schedule, double solve_time_s, int64_t min_feasible_budget_bytes) {
+  const SimulationResult result = simulate(profile, schedule);
+  if (result.peak_bytes > options.budget_bytes()) {
+    return infeasible_plan(planner, options, solve_time_s, min_feasible_budget_bytes);
+  }
+  Plan plan;
+  plan.planner = planner;
+  plan.feasible = true;
+  plan.budget_bytes = options.budget_bytes();
+  plan.predicted_peak_bytes = result.peak_bytes;
+  plan.predicted_time_s = result.time_s;
+  plan.recompute_s = result.recompute_s;
+  plan.recompute_count = result.recompute_count;
+  plan.recompute_flops = result.recompute_flops;
+  plan.solve_time_s = solve_time_s;
+  plan.min_feasible_budget_bytes = min_feasible_budget_bytes;
+  plan.schedule = std::move(schedule);
+  return plan;
+}
+
+nlohmann::json plan_to_json(const Plan& plan) {
+  nlohmann::json out = {{"planner", plan.planner},
+                        {"feasible", plan.feasible},
+                        {"budget_bytes", plan.budget_bytes},
+                        {"min_feasible_budget_bytes", plan.min_feasible_budget_bytes},
+                        {"solve_time_s", plan.solve_time_s}};
+  // Predictions exist only for a feasible plan; null says so rather than a misleading 0.
+  auto when_feasible = [&](auto value) { return plan.feasible ? nlohmann::json(value) : nlohmann::json(nullptr); };
+  out["predicted_peak_bytes"] = when_feasible(plan.predicted_peak_bytes);
+  out["predicted_time_s"] = when_feasible(plan.predicted_time_s);
+  out["recompute_s"] = when_feasible(plan.recompute_s);
+  out["recompute_count"] = when_feasible(plan.recompute_count);
+  out["recompute_flops"] = when_feasible(plan.recompute_flops);
+  out["schedule"] = schedule_to_json(plan.schedule);
+  return out;
+}
+
+}  // namespace memento

@@ -1,0 +1,6 @@
+// PLACEHOLDER until the planner lands: replaced by its real implementation.
+#include <stdexcept>
+#include "planners.h"
+namespace memento {
+std::unique_ptr<Planner> make_revolve_planner() { throw std::logic_error("planner revolve: PLACEHOLDER"); }
+}  // namespace memento

@@ -1,0 +1,240 @@
+#include "memento/core/profile.h"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "memento/core/error.h"
+
+namespace memento {
+
+using nlohmann::json;
+
+int64_t ChainProfile::activation_bytes(int i) const {
+  if (i < 0 || i > length()) {
+    throw InvalidArgument("activation index " + std::to_string(i) + " is outside 0.." + std::to_string(length()));
+  }
+  return i == length() ? stages.back().output_bytes : stages[i].input_bytes;
+}
+
+double ChainProfile::total_forward_s() const {
+  double total = 0;
+  for (const auto& stage : stages) total += stage.forward_s;
+  return total;
+}
+
+double ChainProfile::total_backward_s() const {
+  double total = 0;
+  for (const auto& stage : stages) total += stage.backward_s;
+  return total;
+}
+
+namespace {
+
+// Caps keep every sum of a profile's bytes (at most kMaxStages x 3 x 2^44) inside int64.
+constexpr int64_t kMaxFieldBytes = int64_t{1} << 44;
+constexpr int kMaxStages = 100000;
+
+std::string stage_label(const std::string& source, int index, const std::string& name) {
+  std::string label = source + ": stage " + std::to_string(index);
+  if (!name.empty()) label += " (\"" + name + "\")";
+  return label;
+}
+
+void check_time(double value, const std::string& where, const char* field) {
+  if (!std::isfinite(value) || value < 0) {
+    throw ProfileError(where + ": field \"" + field + "\" must be a finite number >= 0 seconds, got " +
+                       std::to_string(value));
+  }
+}
+
+void check_bytes(int64_t value, const std::string& where, const char* field) {
+  if (value < 0 || value > kMaxFieldBytes) {
+    throw ProfileError(where + ": field \"" + field + "\" must be between 0 and 2^44 (16 TiB) bytes, got " +
+                       std::to_string(value));
+  }
+}
+
+// Reads a required or optional numeric field with a message that names where it is.
+double read_number(const json& object, const char* field, bool required, const std::string& where) {
+  auto it = object.find(field);
+  if (it == object.end() || it->is_null()) {
+    if (required) throw ProfileError(where + ": missing field \"" + field + "\"");
+    return 0;
+  }
+  if (!it->is_number()) {
+    throw ProfileError(where + ": field \"" + field + "\" must be a number, got " + it->dump());
+  }
+  return it->get<double>();
+}
+
+int64_t read_bytes(const json& object, const char* field, bool required, const std::string& where) {
+  double value = read_number(object, field, required, where);
+  if (!std::isfinite(value) || value < 0 || value > static_cast<double>(kMaxFieldBytes)) {
+    throw ProfileError(where + ": field \"" + field + "\" must be a byte count between 0 and 2^44 (16 TiB), got " +
+                       std::to_string(value));
+  }
+  if (value != std::floor(value)) {
+    throw ProfileError(where + ": field \"" + field + "\" must be a whole number of bytes, got " +
+                       std::to_string(value));
+  }
+  return static_cast<int64_t>(value);
+}
+
+std::string read_string(const json& object, const char* field, bool required, const std::string& where) {
+  auto it = object.find(field);
+  if (it == object.end() || it->is_null()) {
+    if (required) throw ProfileError(where + ": missing field \"" + field + "\"");
+    return "";
+  }
+  if (!it->is_string()) {
+    throw ProfileError(where + ": field \"" + field + "\" must be a string, got " + it->dump());
+  }
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+void validate_profile(const ChainProfile& profile, const std::string& source) {
+  if (profile.stages.empty()) {
+    throw ProfileError(source + ": field \"stages\" is empty; a profile needs at least one stage");
+  }
+  if (profile.length() > kMaxStages) {
+    throw ProfileError(source + ": " + std::to_string(profile.length()) + " stages is more than the " +
+                       std::to_string(kMaxStages) + " supported; use a coarser split");
+  }
+  check_bytes(profile.fixed_bytes, source, "fixed_bytes");
+  for (int i = 0; i < profile.length(); ++i) {
+    const StageProfile& stage = profile.stages[i];
+    const std::string where = stage_label(source, i, stage.name);
+    check_time(stage.forward_s, where, "forward_s");
+    check_time(stage.backward_s, where, "backward_s");
+    check_bytes(stage.input_bytes, where, "input_bytes");
+    check_bytes(stage.output_bytes, where, "output_bytes");
+    check_bytes(stage.saved_bytes, where, "saved_bytes");
+    check_bytes(stage.forward_temp_bytes, where, "forward_temp_bytes");
+    check_bytes(stage.backward_temp_bytes, where, "backward_temp_bytes");
+    if (!std::isfinite(stage.flops) || stage.flops < 0) {
+      throw ProfileError(where + ": field \"flops\" must be a finite number >= 0");
+    }
+    if (stage.saved_bytes < stage.output_bytes) {
+      throw ProfileError(where + ": field \"saved_bytes\" (" + std::to_string(stage.saved_bytes) +
+                         ") is below \"output_bytes\" (" + std::to_string(stage.output_bytes) +
+                         "); saved_bytes counts everything autograd keeps, the output included");
+    }
+    if (i > 0 && profile.stages[i - 1].output_bytes != stage.input_bytes) {
+      throw ProfileError(where + ": field \"input_bytes\" (" + std::to_string(stage.input_bytes) +
+                         ") differs from the previous stage's \"output_bytes\" (" +
+                         std::to_string(profile.stages[i - 1].output_bytes) +
+                         "); a stage's input is the previous stage's output");
+    }
+  }
+}
+
+json profile_to_json(const ChainProfile& profile) {
+  json stages = json::array();
+  for (const auto& stage : profile.stages) {
+    stages.push_back({{"name", stage.name},
+                      {"kind", stage.kind},
+                      {"forward_s", stage.forward_s},
+                      {"backward_s", stage.backward_s},
+                      {"input_bytes", stage.input_bytes},
+                      {"output_bytes", stage.output_bytes},
+                      {"saved_bytes", stage.saved_bytes},
+                      {"forward_temp_bytes", stage.forward_temp_bytes},
+                      {"backward_temp_bytes", stage.backward_temp_bytes},
+                      {"flops", stage.flops}});
+  }
+  json out = {{"model", profile.model}, {"fixed_bytes", profile.fixed_bytes}, {"stages", stages}};
+  const FixedBytes& fixed = profile.fixed_breakdown;
+  if (fixed.total() > 0) {
+    out["fixed_breakdown"] = {{"parameters_bytes", fixed.parameters_bytes},
+                              {"gradients_bytes", fixed.gradients_bytes},
+                              {"optimizer_bytes", fixed.optimizer_bytes},
+                              {"inputs_bytes", fixed.inputs_bytes}};
+  }
+  return out;
+}
+
+ChainProfile profile_from_json(const json& document, const std::string& source) {
+  if (!document.is_object()) {
+    throw ProfileError(source + ": a profile must be a JSON object with \"stages\" and \"fixed_bytes\", got " +
+                       std::string(document.type_name()));
+  }
+  ChainProfile profile;
+  profile.model = read_string(document, "model", false, source);
+  profile.fixed_bytes = read_bytes(document, "fixed_bytes", true, source);
+  auto breakdown = document.find("fixed_breakdown");
+  if (breakdown != document.end() && !breakdown->is_null()) {
+    const std::string where = source + ": fixed_breakdown";
+    if (!breakdown->is_object()) throw ProfileError(where + " must be an object");
+    profile.fixed_breakdown.parameters_bytes = read_bytes(*breakdown, "parameters_bytes", false, where);
+    profile.fixed_breakdown.gradients_bytes = read_bytes(*breakdown, "gradients_bytes", false, where);
+    profile.fixed_breakdown.optimizer_bytes = read_bytes(*breakdown, "optimizer_bytes", false, where);
+    profile.fixed_breakdown.inputs_bytes = read_bytes(*breakdown, "inputs_bytes", false, where);
+  }
+  auto stages = document.find("stages");
+  if (stages == document.end()) throw ProfileError(source + ": missing field \"stages\"");
+  if (!stages->is_array()) throw ProfileError(source + ": field \"stages\" must be an array of stage objects");
+  int index = 0;
+  for (const json& item : *stages) {
+    const std::string where = stage_label(source, index, "");
+    if (!item.is_object()) throw ProfileError(where + ": must be an object, got " + std::string(item.type_name()));
+    StageProfile stage;
+    stage.name = read_string(item, "name", true, where);
+    const std::string named = stage_label(source, index, stage.name);
+    stage.kind = read_string(item, "kind", true, named);
+    stage.forward_s = read_number(item, "forward_s", true, named);
+    stage.backward_s = read_number(item, "backward_s", true, named);
+    check_time(stage.forward_s, named, "forward_s");
+    check_time(stage.backward_s, named, "backward_s");
+    stage.input_bytes = read_bytes(item, "input_bytes", true, named);
+    stage.output_bytes = read_bytes(item, "output_bytes", true, named);
+    stage.saved_bytes = read_bytes(item, "saved_bytes", true, named);
+    stage.forward_temp_bytes = read_bytes(item, "forward_temp_bytes", false, named);
+    stage.backward_temp_bytes = read_bytes(item, "backward_temp_bytes", false, named);
+    stage.flops = read_number(item, "flops", false, named);
+    profile.stages.push_back(std::move(stage));
+    ++index;
+  }
+  validate_profile(profile, source);
+  return profile;
+}
+
+ChainProfile parse_profile(const std::string& text, const std::string& source) {
+  json document;
+  try {
+    document = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw ProfileError(source + ": not valid JSON at byte " + std::to_string(e.byte) + " (" + e.what() + ")");
+  }
+  return profile_from_json(document, source);
+}
+
+ChainProfile read_profile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ProfileError(path + ": cannot open the profile file; check the path");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return parse_profile(buffer.str(), path);
+}
+
+void write_profile(const ChainProfile& profile, const std::string& path) {
+  validate_profile(profile, path);
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(path + ": cannot write the profile; check that the directory exists and is writable");
+    out << profile_to_json(profile).dump(2) << "\n";
+    if (!out.flush()) throw Error(path + ": writing the profile failed (disk full?)");
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw Error(path + ": cannot move the written profile into place");
+  }
+}
+
+}  // namespace memento

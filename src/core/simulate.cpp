@@ -1,0 +1,166 @@
+#include "memento/core/simulate.h"
+
+#include <algorithm>
+
+#include "memento/core/error.h"
+
+namespace memento {
+
+namespace {
+
+// The simulator's state, one flag per activation, graph and gradient (schedule.h).
+class ChainState {
+ public:
+  explicit ChainState(const ChainProfile& profile)
+      : profile_(profile),
+        length_(profile.length()),
+        stored_(length_ + 1, false),
+        graph_(length_, false),
+        gradient_(length_ + 1, false),
+        forward_count_(length_, 0) {}
+
+  bool available(int i) const { return i == 0 || stored_[i] || graph_[i - 1]; }
+
+  int64_t live_bytes() const {
+    int64_t bytes = profile_.fixed_bytes;
+    for (int i = 1; i <= length_; ++i) {
+      if (stored_[i] && !graph_[i - 1]) bytes += profile_.activation_bytes(i);
+      if (gradient_[i]) bytes += profile_.activation_bytes(i);
+    }
+    for (int i = 0; i < length_; ++i) {
+      if (graph_[i]) bytes += profile_.stages[i].saved_bytes;
+    }
+    return bytes;
+  }
+
+  // Applies `op` and returns the peak live bytes while it ran.
+  int64_t apply(const Op& op, int op_index, SimulationResult& result) {
+    const int i = op.stage;
+    auto fail = [&](const std::string& why) {
+      throw ScheduleError("op " + std::to_string(op_index) + " (" + to_string(op) + "): " + why);
+    };
+    if (op.kind != OpKind::Loss && (i < 0 || i > length_ || (op.kind != OpKind::Free && i == length_))) {
+      fail("stage " + std::to_string(i) + " is outside the chain of " + std::to_string(length_) + " stages");
+    }
+    const int64_t before = live_bytes();
+    int64_t peak = before;
+    switch (op.kind) {
+      case OpKind::ForwardNoGrad:
+      case OpKind::ForwardCheckpoint: {
+        if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
+        if (available(i + 1)) fail("its output a_" + std::to_string(i + 1) + " is already available");
+        const StageProfile& stage = profile_.stages[i];
+        peak = before + stage.output_bytes + stage.forward_temp_bytes;
+        count_forward(i, result);
+        stored_[i + 1] = true;
+        if (op.kind == OpKind::ForwardNoGrad && i > 0) stored_[i] = false;
+        break;
+      }
+      case OpKind::ForwardWithGraph: {
+        if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
+        if (graph_[i]) fail("the graph of stage " + std::to_string(i) + " is already alive");
+        const StageProfile& stage = profile_.stages[i];
+        peak = before + stage.saved_bytes + stage.forward_temp_bytes;
+        count_forward(i, result);
+        graph_[i] = true;
+        stored_[i + 1] = false;  // the new output inside the graph replaces a stored copy
+        break;
+      }
+      case OpKind::Loss: {
+        if (!available(length_)) fail("the model output a_" + std::to_string(length_) + " is not available");
+        if (gradient_[length_]) fail("the loss gradient already exists");
+        peak = before + profile_.activation_bytes(length_);
+        gradient_[length_] = true;
+        break;
+      }
+      case OpKind::Backward: {
+        if (!graph_[i]) fail("the graph of stage " + std::to_string(i) + " is not alive (never built or already used)");
+        if (!gradient_[i + 1]) {
+          fail("the gradient of its output a_" + std::to_string(i + 1) + " does not exist yet" +
+               (i + 1 == length_ ? " (run Loss first)" : " (run Backward(" + std::to_string(i + 1) + ") first)"));
+        }
+        if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available");
+        const StageProfile& stage = profile_.stages[i];
+        peak = before + (i > 0 ? stage.input_bytes : 0) + stage.backward_temp_bytes;
+        result.time_s += stage.backward_s;
+        graph_[i] = false;
+        gradient_[i + 1] = false;
+        if (i > 0) {
+          stored_[i] = false;
+          gradient_[i] = true;
+        }
+        break;
+      }
+      case OpKind::Free: {
+        if (i < 1) fail("a_0, the model input, is never freed");
+        if (!stored_[i]) fail("a_" + std::to_string(i) + " is not stored");
+        if (i < length_ && graph_[i]) {
+          fail("the graph of stage " + std::to_string(i) + " is alive and its Backward needs a_" + std::to_string(i));
+        }
+        stored_[i] = false;
+        break;
+      }
+    }
+    return peak;
+  }
+
+  void check_complete(int op_count) const {
+    auto fail = [&](const std::string& why) {
+      throw ScheduleError("schedule of " + std::to_string(op_count) + " ops is incomplete: " + why);
+    };
+    for (int i = 0; i < length_; ++i) {
+      if (forward_count_[i] == 0) fail("stage " + std::to_string(i) + " never runs forward");
+      if (graph_[i]) fail("the graph of stage " + std::to_string(i) + " is still alive (its Backward never ran)");
+    }
+    for (int i = 1; i <= length_; ++i) {
+      if (gradient_[i]) fail("the gradient of a_" + std::to_string(i) + " is still alive (Backward(" +
+                              std::to_string(i - 1) + ") never ran)");
+      if (stored_[i]) fail("a_" + std::to_string(i) + " is still stored at the end (add Free(" + std::to_string(i) + "))");
+    }
+    if (!backward_done_) fail("Backward(0) never ran");
+  }
+
+  void mark_backward(int i) {
+    if (i == 0) backward_done_ = true;
+  }
+
+ private:
+  void count_forward(int i, SimulationResult& result) {
+    const StageProfile& stage = profile_.stages[i];
+    result.time_s += stage.forward_s;
+    if (forward_count_[i]++ > 0) {
+      result.recompute_s += stage.forward_s;
+      result.recompute_flops += stage.flops;
+      ++result.recompute_count;
+    }
+  }
+
+  const ChainProfile& profile_;
+  int length_;
+  std::vector<bool> stored_;
+  std::vector<bool> graph_;
+  std::vector<bool> gradient_;
+  std::vector<int> forward_count_;
+  bool backward_done_ = false;
+};
+
+}  // namespace
+
+SimulationResult simulate(const ChainProfile& profile, const Schedule& schedule) {
+  if (profile.stages.empty()) throw ScheduleError("cannot simulate a profile with no stages");
+  ChainState state(profile);
+  SimulationResult result;
+  result.peak_bytes = state.live_bytes();
+  result.timeline.reserve(schedule.size());
+  for (int index = 0; index < static_cast<int>(schedule.size()); ++index) {
+    const Op& op = schedule[index];
+    const int64_t op_peak = state.apply(op, index, result);
+    if (op.kind == OpKind::Backward) state.mark_backward(op.stage);
+    result.peak_bytes = std::max(result.peak_bytes, op_peak);
+    result.timeline.push_back({index, op, op_peak, state.live_bytes(), result.time_s});
+  }
+  state.check_complete(static_cast<int>(schedule.size()));
+  return result;
+}
+
+}  // namespace memento

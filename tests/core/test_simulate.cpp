@@ -1,0 +1,53 @@
+#include <gtest/gtest.h>
+
+#include "memento/core/error.h"
+#include "memento/core/simulate.h"
+
+namespace memento {
+namespace {
+
+ChainProfile two_stage_profile() {
+  ChainProfile profile;
+  profile.fixed_bytes = 1000;
+  profile.stages = {{"s0", "mlp", 1.0, 2.0, 10, 20, 50, 5, 7, 0},
+                    {"s1", "head", 3.0, 4.0, 20, 30, 60, 0, 0, 0}};
+  return profile;
+}
+
+TEST(Simulate, StoreAllPeakAndTime) {
+  const auto result = simulate(two_stage_profile(), store_all_schedule(2));
+  // Fg0: 1000+50+5; Fg1: 1050+60; L: 1110+30; B1: 1140+20(d_1); B0: d_1 20 + graph0 50 = 1070 + 7.
+  EXPECT_EQ(result.peak_bytes, 1160);
+  EXPECT_DOUBLE_EQ(result.time_s, 10.0);
+  EXPECT_EQ(result.recompute_count, 0);
+  ASSERT_EQ(result.timeline.size(), 5u);
+  EXPECT_EQ(result.timeline.back().live_bytes, 1000);
+}
+
+TEST(Simulate, RejectsBackwardWithoutGraph) {
+  Schedule schedule = {Op::forward_checkpoint(0), Op::forward_with_graph(1), Op::loss(), Op::backward(1),
+                       Op::backward(0)};
+  try {
+    simulate(two_stage_profile(), schedule);
+    FAIL() << "expected ScheduleError";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("op 4 (B0)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Simulate, RejectsUseAfterFree) {
+  Schedule schedule = {Op::forward_checkpoint(0), Op::free(1), Op::forward_with_graph(1)};
+  EXPECT_THROW(simulate(two_stage_profile(), schedule), ScheduleError);
+}
+
+TEST(Simulate, CountsRecomputation) {
+  Schedule schedule = {Op::forward_checkpoint(0), Op::forward_with_graph(1), Op::loss(), Op::backward(1),
+                       Op::forward_with_graph(0), Op::backward(0)};
+  const auto result = simulate(two_stage_profile(), schedule);
+  EXPECT_EQ(result.recompute_count, 1);
+  EXPECT_DOUBLE_EQ(result.recompute_s, 1.0);
+  EXPECT_DOUBLE_EQ(result.time_s, 11.0);
+}
+
+}  // namespace
+}  // namespace memento
