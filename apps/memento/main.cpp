@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {
+    // A command that already reported its outcome (e.g. an infeasible plan) and only sets the exit code.
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
     std::cerr << "memento: " << e.what() << " (see memento --help)\n";
     return 2;
