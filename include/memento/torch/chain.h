@@ -22,6 +22,12 @@ namespace memento {
 
 using TensorList = std::vector<torch::Tensor>;
 
+/// One training batch: what the chain's first stage reads, and what the loss compares to.
+struct Batch {
+  TensorList inputs;
+  TensorList targets;
+};
+
 /// One stage: a module whose forward maps a tuple of tensors to a tuple of tensors.
 /// Subclass it for model blocks; `LambdaStage` wraps a function.
 class StageModule : public torch::nn::Module {
