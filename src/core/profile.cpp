@@ -210,6 +210,10 @@ ChainProfile parse_profile(const std::string& text, const std::string& source) {
     document = json::parse(text);
   } catch (const json::parse_error& e) {
     throw ProfileError(source + ": not valid JSON at byte " + std::to_string(e.byte) + " (" + e.what() + ")");
+  } catch (const json::exception& e) {
+    // The parser also throws out_of_range for a number literal beyond double's range
+    // (found by fuzz/fuzz_profile.cpp); it is a malformed file all the same.
+    throw ProfileError(source + ": not valid JSON (" + e.what() + "); numbers must fit a double");
   }
   return profile_from_json(document, source);
 }

@@ -212,5 +212,14 @@ TEST(ProfileErrors, MissingFileNamesThePath) {
   }
 }
 
+// ---- regressions found by fuzz/fuzz_profile.cpp -------------------------------------
+
+TEST(ProfileFuzzRegression, NumberBeyondDoubleRangeIsAProfileError) {
+  // nlohmann::json throws out_of_range (not parse_error) for such a literal.
+  expect_profile_error(std::string(R"({"fixed_bytes": 1, "stages": [{"forward_s": 0.0013E76741839890317}]})"),
+                       {"model.json", "not valid JSON", "number overflow"});
+  expect_profile_error(std::string("[1e400]"), {"model.json", "not valid JSON"});
+}
+
 }  // namespace
 }  // namespace memento
