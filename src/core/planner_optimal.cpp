@@ -1,6 +1,70 @@
-// PLACEHOLDER until the planner lands: replaced by its real implementation.
-#include <stdexcept>
+// The `optimal` planner: the fastest persistent schedule (Rotor, Beaumont et al. 2019)
+// under the budget, found by the dynamic program in optimal_dp.cpp over a budget
+// discretized into memory slots. docs/planners-optimal.md explains the method.
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "memento/core/error.h"
+#include "memento/core/simulate.h"
+#include "optimal_dp.h"
 #include "planners.h"
+
 namespace memento {
-std::unique_ptr<Planner> make_optimal_planner() { throw std::logic_error("planner optimal: PLACEHOLDER"); }
+
+namespace {
+
+class OptimalPlanner : public Planner {
+ public:
+  std::string name() const override { return "optimal"; }
+  std::string description() const override {
+    return "fastest persistent schedule for a heterogeneous chain (Rotor's dynamic program over memory "
+           "slots)";
+  }
+
+  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+    if (options.memory_slots() < 1) {
+      throw InvalidArgument("planner optimal: memory_slots must be at least 1 (got " +
+                            std::to_string(options.memory_slots()) + "); use the default 500 or more");
+    }
+    validate_profile(profile);
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed_s = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    const int64_t room_bytes = options.budget_bytes() - profile.fixed_bytes;
+
+    // Exact (1-byte) min-peak DP: the smallest budget any persistent schedule needs. The
+    // planner succeeds at every budget from there on because the min-peak schedule is
+    // always a candidate below.
+    const optimal_dp::MinPeak min_peak = optimal_dp::min_peak(optimal_dp::exact_chain(profile, room_bytes));
+    const int64_t min_feasible_bytes = profile.fixed_bytes + min_peak.peak_units;
+    if (options.budget_bytes() < min_feasible_bytes) {
+      return infeasible_plan(name(), options, elapsed_s(), min_feasible_bytes);
+    }
+
+    // Store-all costs every stage's forward and backward once, a lower bound on any
+    // schedule: when it fits it is optimal, whatever the slot rounding would say.
+    Schedule store_all = store_all_schedule(profile.length());
+    if (simulate(profile, store_all).peak_bytes <= options.budget_bytes()) {
+      return finish_plan(name(), profile, options, std::move(store_all), elapsed_s(), min_feasible_bytes);
+    }
+
+    // Rounding sizes up to whole slots can make the DP miss schedules that fit in bytes
+    // (always near the minimum budget); the min-peak schedule covers those budgets, and
+    // keeping the faster of the two keeps plan time non-increasing in the budget.
+    const optimal_dp::Solution solution =
+        optimal_dp::solve_fast(optimal_dp::discretize(profile, room_bytes, options.memory_slots()));
+    Schedule schedule =
+        solution.feasible && solution.time_s <= min_peak.time_s ? solution.schedule : min_peak.schedule;
+    return finish_plan(name(), profile, options, std::move(schedule), elapsed_s(), min_feasible_bytes);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Planner> make_optimal_planner() {
+  return std::make_unique<OptimalPlanner>();
+}
+
 }  // namespace memento

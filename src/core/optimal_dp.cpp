@@ -1,0 +1,514 @@
+#include "optimal_dp.h"
+
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "memento/core/error.h"
+
+namespace memento {
+namespace optimal_dp {
+
+namespace {
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+
+// Widening multiply for the slot rounding: size * slots can exceed 2^63 for very large
+// byte counts. __extension__ keeps -Wpedantic quiet about the GCC/Clang builtin type.
+__extension__ typedef __int128 Int128;
+
+// Cells (a, b), 0 <= a <= b <= L, packed as a lower triangle.
+inline int64_t cell_index(int a, int b) {
+  return static_cast<int64_t>(b) * (b + 1) / 2 + a;
+}
+inline int64_t cell_count(int stages) {
+  return static_cast<int64_t>(stages) * (stages + 1) / 2;
+}
+
+// The peaks every option must respect, in units above the caller's bytes. Each mirrors
+// one op's peak in simulate(): an op's peak is the live bytes before it plus its result
+// and temporaries. `d(i)` is the gradient d_i (none for i == 0 or i == L + 1).
+class Costs {
+ public:
+  explicit Costs(const DiscreteChain& chain) : chain_(chain), length_(chain.length) {}
+
+  int length() const { return length_; }
+  int64_t x(int i) const { return chain_.activation[i]; }
+  int64_t d(int i) const { return i >= 1 && i <= length_ ? chain_.activation[i] : 0; }
+  int64_t saved(int i) const { return chain_.saved[i]; }
+  double forward_s(int i) const { return i < length_ ? chain_.forward_s[i] : 0.0; }
+  double forward_backward_s(int i) const {
+    return i < length_ ? chain_.forward_s[i] + chain_.backward_s[i] : 0.0;
+  }
+
+  // Leaf: Fg(a) then B(a) with d_{a+1} alive; for the loss stage, Loss creates d_L.
+  int64_t leaf_peak(int a) const {
+    if (a == length_) return x(length_);
+    return d(a + 1) + saved(a) + std::max(chain_.forward_temp[a], d(a) + chain_.backward_temp[a]);
+  }
+  // Fg(a) while d_{b+1} is alive.
+  int64_t graph_forward_peak(int a, int b) const { return d(b + 1) + saved(a) + chain_.forward_temp[a]; }
+  // B(a) once the rest is done: graph a, d_{a+1} and the new d_a.
+  int64_t graph_backward_peak(int a) const { return saved(a) + d(a + 1) + d(a) + chain_.backward_temp[a]; }
+  // The forward op that ends the chain of a checkpoint at j (j > a): Fc(a) for j == a + 1,
+  // Fn(j - 1) otherwise, each while d_{b+1} is alive. a_a belongs to the caller.
+  int64_t checkpoint_step_peak(int a, int j, int b) const {
+    if (j == a + 1) return d(b + 1) + x(a + 1) + chain_.forward_temp[a];
+    return d(b + 1) + x(j - 1) + x(j) + chain_.forward_temp[j - 1];
+  }
+
+ private:
+  const DiscreteChain& chain_;
+  int length_;
+};
+
+// Turns the option chosen at every visited (a, b, m) into ops. `choose(a, b, m)` returns a
+// for "graph first" and j in (a, b] for "checkpoint at j"; leaves need no choice.
+template <class Choose>
+void emit(const Costs& costs, int a, int b, int64_t m, const Choose& choose, Schedule& out) {
+  const int length = costs.length();
+  if (a == b) {
+    if (a == length) {
+      out.push_back(Op::loss());
+    } else {
+      out.push_back(Op::forward_with_graph(a));
+      out.push_back(Op::backward(a));
+    }
+    return;
+  }
+  const int j = choose(a, b, m);
+  if (j == a) {
+    out.push_back(Op::forward_with_graph(a));
+    emit(costs, a + 1, b, m - costs.saved(a), choose, out);
+    out.push_back(Op::backward(a));
+    return;
+  }
+  out.push_back(Op::forward_checkpoint(a));
+  for (int k = a + 1; k < j; ++k) out.push_back(Op::forward_no_grad(k));
+  emit(costs, j, b, m - costs.x(j), choose, out);
+  // Loss leaves a_L stored (Backward(j) would have freed a_j for j < L).
+  if (j == length) out.push_back(Op::free(length));
+  emit(costs, a, j - 1, m, choose, out);
+}
+
+int64_t round_up_units(int64_t bytes, int64_t memory_bytes, int slots) {
+  if (bytes <= 0) return 0;
+  if (memory_bytes <= 0) return static_cast<int64_t>(slots) + 1;
+  const Int128 scaled = static_cast<Int128>(bytes) * slots;
+  const Int128 units = (scaled + memory_bytes - 1) / memory_bytes;
+  return units > slots ? static_cast<int64_t>(slots) + 1 : static_cast<int64_t>(units);
+}
+
+DiscreteChain convert(const ChainProfile& profile, int64_t capacity, int64_t (*units)(int64_t, int64_t, int),
+                      int64_t memory_bytes, int slots) {
+  DiscreteChain chain;
+  const int length = profile.length();
+  chain.length = length;
+  chain.capacity = capacity;
+  chain.activation.resize(length + 1);
+  for (int i = 0; i <= length; ++i)
+    chain.activation[i] = units(profile.activation_bytes(i), memory_bytes, slots);
+  for (const StageProfile& stage : profile.stages) {
+    chain.saved.push_back(units(stage.saved_bytes, memory_bytes, slots));
+    chain.forward_temp.push_back(units(stage.forward_temp_bytes, memory_bytes, slots));
+    chain.backward_temp.push_back(units(stage.backward_temp_bytes, memory_bytes, slots));
+    chain.forward_s.push_back(stage.forward_s);
+    chain.backward_s.push_back(stage.backward_s);
+  }
+  return chain;
+}
+
+void check_chain(const DiscreteChain& chain, const char* solver, bool tabulates_capacity) {
+  if (chain.length < 1) {
+    throw InvalidArgument(std::string(solver) + ": the chain has no stages; profile at least one stage");
+  }
+  if (tabulates_capacity && chain.capacity > std::numeric_limits<int32_t>::max() - 2) {
+    throw InvalidArgument(std::string(solver) + ": " + std::to_string(chain.capacity) +
+                          " memory units is too many for the table; use fewer memory slots");
+  }
+}
+
+// ---- min-peak DP ---------------------------------------------------------------------
+
+struct MinPeakTable {
+  std::vector<int64_t> peak;
+  std::vector<double> time_s;
+  std::vector<int32_t> choice;
+};
+
+MinPeakTable min_peak_table(const Costs& costs) {
+  const int stages = costs.length() + 1;
+  MinPeakTable table;
+  table.peak.resize(cell_count(stages));
+  table.time_s.resize(cell_count(stages));
+  table.choice.resize(cell_count(stages));
+  for (int span = 1; span <= stages; ++span) {
+    for (int a = 0; a + span <= stages; ++a) {
+      const int b = a + span - 1;
+      const int64_t cell = cell_index(a, b);
+      if (a == b) {
+        table.peak[cell] = costs.leaf_peak(a);
+        table.time_s[cell] = costs.forward_backward_s(a);
+        table.choice[cell] = a;
+        continue;
+      }
+      const int64_t below = cell_index(a + 1, b);
+      int64_t best_peak = std::max(
+          {costs.graph_forward_peak(a, b), costs.saved(a) + table.peak[below], costs.graph_backward_peak(a)});
+      double best_time = costs.forward_backward_s(a) + table.time_s[below];
+      int best_choice = a;
+      int64_t chain_peak = 0;
+      double forward_s = 0;
+      for (int j = a + 1; j <= b; ++j) {
+        chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
+        forward_s += costs.forward_s(j - 1);
+        const int64_t right = cell_index(j, b);
+        const int64_t left = cell_index(a, j - 1);
+        const int64_t peak = std::max({chain_peak, costs.x(j) + table.peak[right], table.peak[left]});
+        const double time_s = forward_s + table.time_s[right] + table.time_s[left];
+        if (peak < best_peak || (peak == best_peak && time_s < best_time)) {
+          best_peak = peak;
+          best_time = time_s;
+          best_choice = j;
+        }
+      }
+      table.peak[cell] = best_peak;
+      table.time_s[cell] = best_time;
+      table.choice[cell] = best_choice;
+    }
+  }
+  return table;
+}
+
+// ---- fast solver -----------------------------------------------------------------------
+
+// Row storage of the fast solver: cell (a, b) keeps C(a, b, m) only for m in [lo, hi):
+// below lo (its min peak) nothing fits; from hi = store-all peak on, graph-first all the
+// way reaches the lower bound `tail` (every stage forward once and backward once).
+struct Rows {
+  int64_t capacity = 0;
+  std::vector<int64_t> lo, hi, store_all_peak, offset;
+  std::vector<double> tail;
+  std::vector<double> values;
+
+  double get(int64_t cell, int64_t m) const {
+    if (m < lo[cell]) return kInfinity;
+    if (m >= hi[cell]) return tail[cell];
+    return values[offset[cell] + (m - lo[cell])];
+  }
+};
+
+// One addend of an option's time as a function of m: a sub-cell's row shifted by the
+// units its caller holds, then the sub-cell's constant tail.
+struct Term {
+  const double* row = nullptr;  // row[m - row_lo] for m in [row_lo, row_hi)
+  int64_t row_lo = 0;
+  int64_t row_hi = std::numeric_limits<int64_t>::min();
+  double tail = 0.0;
+};
+
+Term make_term(const Rows& rows, int64_t cell, int64_t shift) {
+  Term term;
+  term.row = rows.values.data() + rows.offset[cell];
+  term.row_lo = rows.lo[cell] + shift;
+  term.row_hi = rows.hi[cell] + shift;
+  term.tail = rows.tail[cell];
+  return term;
+}
+
+// best[i] = min(best[i], (base + t1[i]) + t2[i]); the branches are hoisted out so the
+// loop vectorizes (minpd). The addition order is the one choose_fast() repeats, so the
+// reconstruction finds bit-identical values.
+template <bool kRow1, bool kRow2>
+void relax_kernel(double* best, int64_t count, double base, const double* row1, double tail1,
+                  const double* row2, double tail2) {
+  for (int64_t i = 0; i < count; ++i) {
+    const double value = (base + (kRow1 ? row1[i] : tail1)) + (kRow2 ? row2[i] : tail2);
+    best[i] = value < best[i] ? value : best[i];
+  }
+}
+
+void relax_range(double* best, int64_t best_lo, int64_t m0, int64_t m1, double base, const Term& t1,
+                 const Term& t2) {
+  auto run = [&](int64_t from, int64_t to) {
+    if (from >= to) return;
+    const bool row1 = from < t1.row_hi;
+    const bool row2 = from < t2.row_hi;
+    double* out = best + (from - best_lo);
+    const double* p1 = row1 ? t1.row + (from - t1.row_lo) : nullptr;
+    const double* p2 = row2 ? t2.row + (from - t2.row_lo) : nullptr;
+    const int64_t count = to - from;
+    if (row1 && row2) {
+      relax_kernel<true, true>(out, count, base, p1, 0, p2, 0);
+    } else if (row1) {
+      relax_kernel<true, false>(out, count, base, p1, 0, nullptr, t2.tail);
+    } else if (row2) {
+      relax_kernel<false, true>(out, count, base, nullptr, t1.tail, p2, 0);
+    } else {
+      relax_kernel<false, false>(out, count, base, nullptr, t1.tail, nullptr, t2.tail);
+    }
+  };
+  const int64_t cut1 = std::clamp(t1.row_hi, m0, m1);
+  const int64_t cut2 = std::clamp(t2.row_hi, m0, m1);
+  run(m0, std::min(cut1, cut2));
+  run(std::min(cut1, cut2), std::max(cut1, cut2));
+  run(std::max(cut1, cut2), m1);
+}
+
+// Relaxes one option over [start, hi) of cell's row, skipping the m where it cannot win.
+// Its value is non-increasing in m, so `floor` (its value at hi - 1) bounds it below on
+// the whole range; best is non-increasing too, so the m where best <= floor form a suffix.
+void relax_option(double* best, int64_t lo, int64_t hi, int64_t start, double base, const Term& t1,
+                  const Term& t2) {
+  if (start >= hi) return;
+  auto value_at = [&](const Term& t, int64_t m) { return m < t.row_hi ? t.row[m - t.row_lo] : t.tail; };
+  const double floor = (base + value_at(t1, hi - 1)) + value_at(t2, hi - 1);
+  if (!(floor < best[start - lo])) return;
+  // First m in [start, hi) with best[m] <= floor.
+  int64_t left = start, right = hi;
+  while (left < right) {
+    const int64_t mid = left + (right - left) / 2;
+    if (best[mid - lo] <= floor) {
+      right = mid;
+    } else {
+      left = mid + 1;
+    }
+  }
+  relax_range(best, lo, start, left, base, t1, t2);
+}
+
+void fill_row(const Costs& costs, Rows& rows, int a, int b) {
+  const int64_t cell = cell_index(a, b);
+  const int64_t lo = rows.lo[cell];
+  const int64_t hi = rows.hi[cell];
+  if (lo >= hi) return;
+  double* best = rows.values.data() + rows.offset[cell];
+  std::fill(best, best + (hi - lo), kInfinity);
+
+  const int64_t below = cell_index(a + 1, b);
+  const int64_t graph_start = std::max(
+      {costs.graph_forward_peak(a, b), costs.graph_backward_peak(a), costs.saved(a) + rows.lo[below]});
+  relax_option(best, lo, hi, graph_start, costs.forward_backward_s(a), make_term(rows, below, costs.saved(a)),
+               Term{});
+
+  int64_t chain_peak = 0;
+  double forward_s = 0;
+  for (int j = a + 1; j <= b; ++j) {
+    chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
+    // Longer forward chains only add peaks: no later j fits either.
+    if (chain_peak >= hi) break;
+    forward_s += costs.forward_s(j - 1);
+    const int64_t right = cell_index(j, b);
+    const int64_t left = cell_index(a, j - 1);
+    const int64_t start = std::max({chain_peak, costs.x(j) + rows.lo[right], rows.lo[left]});
+    relax_option(best, lo, hi, start, forward_s, make_term(rows, right, costs.x(j)),
+                 make_term(rows, left, 0));
+  }
+}
+
+// The option whose value at (a, b, m) is smallest, evaluated exactly as fill_row does.
+int choose_fast(const Costs& costs, const Rows& rows, int a, int b, int64_t m) {
+  const int64_t cell = cell_index(a, b);
+  if (m >= rows.store_all_peak[cell]) return a;
+  const int64_t below = cell_index(a + 1, b);
+  double best_value = kInfinity;
+  int best_choice = -1;
+  const int64_t graph_start = std::max(
+      {costs.graph_forward_peak(a, b), costs.graph_backward_peak(a), costs.saved(a) + rows.lo[below]});
+  if (m >= graph_start) {
+    best_value = (costs.forward_backward_s(a) + rows.get(below, m - costs.saved(a))) + 0.0;
+    best_choice = a;
+  }
+  int64_t chain_peak = 0;
+  double forward_s = 0;
+  for (int j = a + 1; j <= b; ++j) {
+    chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
+    if (chain_peak > m) break;
+    forward_s += costs.forward_s(j - 1);
+    const int64_t right = cell_index(j, b);
+    const int64_t left = cell_index(a, j - 1);
+    const int64_t start = std::max({chain_peak, costs.x(j) + rows.lo[right], rows.lo[left]});
+    if (m < start) continue;
+    const double value = (forward_s + rows.get(right, m - costs.x(j))) + rows.get(left, m);
+    if (value < best_value) {
+      best_value = value;
+      best_choice = j;
+    }
+  }
+  if (best_choice < 0) {
+    throw std::logic_error("optimal planner: no option fits at a cell the table marks feasible (a=" +
+                           std::to_string(a) + ", b=" + std::to_string(b) + ", m=" + std::to_string(m) + ")");
+  }
+  return best_choice;
+}
+
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  const unsigned cores = std::thread::hardware_concurrency();
+  return static_cast<int>(std::clamp(cores, 1u, 8u));
+}
+
+}  // namespace
+
+DiscreteChain exact_chain(const ChainProfile& profile, int64_t capacity_bytes) {
+  return convert(
+      profile, capacity_bytes, [](int64_t bytes, int64_t, int) { return bytes; }, 0, 0);
+}
+
+DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int slots) {
+  if (slots < 1) {
+    throw InvalidArgument("memory_slots must be at least 1 (got " + std::to_string(slots) +
+                          "); use the default 500 or more for a finer plan");
+  }
+  return convert(profile, memory_bytes < 0 ? -1 : slots, round_up_units, memory_bytes, slots);
+}
+
+MinPeak min_peak(const DiscreteChain& chain) {
+  check_chain(chain, "min-peak solver", false);
+  const Costs costs(chain);
+  const MinPeakTable table = min_peak_table(costs);
+  const int top = chain.length;
+  MinPeak result;
+  result.peak_units = table.peak[cell_index(0, top)];
+  result.time_s = table.time_s[cell_index(0, top)];
+  auto choose = [&](int a, int b, int64_t) { return static_cast<int>(table.choice[cell_index(a, b)]); };
+  emit(costs, 0, top, 0, choose, result.schedule);
+  return result;
+}
+
+Solution solve_reference(const DiscreteChain& chain) {
+  check_chain(chain, "reference solver", true);
+  Solution solution;
+  if (chain.capacity < 0) return solution;
+  const Costs costs(chain);
+  const int stages = chain.length + 1;
+  const int64_t width = chain.capacity + 1;
+  std::vector<double> value(cell_count(stages) * width, kInfinity);
+  std::vector<int32_t> choice(cell_count(stages) * width, -1);
+  auto at = [&](int a, int b, int64_t m) { return cell_index(a, b) * width + m; };
+  auto lookup = [&](int a, int b, int64_t m) { return m < 0 ? kInfinity : value[at(a, b, m)]; };
+
+  for (int span = 1; span <= stages; ++span) {
+    for (int a = 0; a + span <= stages; ++a) {
+      const int b = a + span - 1;
+      for (int64_t m = 0; m < width; ++m) {
+        double best = kInfinity;
+        int best_choice = -1;
+        if (a == b) {
+          if (costs.leaf_peak(a) <= m) {
+            best = costs.forward_s(a) + (a < chain.length ? chain.backward_s[a] : 0.0);
+            best_choice = a;
+          }
+        } else {
+          // Graph first: Fg(a), solve(a + 1, b) next to graph a, B(a).
+          if (costs.graph_forward_peak(a, b) <= m && costs.graph_backward_peak(a) <= m) {
+            const double rest = lookup(a + 1, b, m - costs.saved(a));
+            if (rest < kInfinity) {
+              best = costs.forward_s(a) + chain.backward_s[a] + rest;
+              best_choice = a;
+            }
+          }
+          // Checkpoint at j: Fc(a), Fn(a+1..j-1), solve(j, b) next to a_j, solve(a, j - 1).
+          for (int j = a + 1; j <= b; ++j) {
+            int64_t chain_peak = 0;
+            double forward_s = 0;
+            for (int k = a + 1; k <= j; ++k) {
+              chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, k, b));
+              forward_s += costs.forward_s(k - 1);
+            }
+            if (chain_peak > m) continue;
+            const double right = lookup(j, b, m - costs.x(j));
+            const double left = lookup(a, j - 1, m);
+            if (right < kInfinity && left < kInfinity && forward_s + right + left < best) {
+              best = forward_s + right + left;
+              best_choice = j;
+            }
+          }
+        }
+        value[at(a, b, m)] = best;
+        choice[at(a, b, m)] = best_choice;
+      }
+    }
+  }
+  const double optimum = value[at(0, chain.length, chain.capacity)];
+  if (!(optimum < kInfinity)) return solution;
+  solution.feasible = true;
+  solution.time_s = optimum;
+  auto choose = [&](int a, int b, int64_t m) { return static_cast<int>(choice[at(a, b, m)]); };
+  emit(costs, 0, chain.length, chain.capacity, choose, solution.schedule);
+  return solution;
+}
+
+Solution solve_fast(const DiscreteChain& chain, int threads) {
+  check_chain(chain, "fast solver", true);
+  Solution solution;
+  if (chain.capacity < 0) return solution;
+  const Costs costs(chain);
+  const int stages = chain.length + 1;
+  const int64_t cells = cell_count(stages);
+  const MinPeakTable min_peaks = min_peak_table(costs);
+  if (min_peaks.peak[cell_index(0, chain.length)] > chain.capacity) return solution;
+
+  Rows rows;
+  rows.capacity = chain.capacity;
+  rows.lo = min_peaks.peak;
+  rows.hi.resize(cells);
+  rows.store_all_peak.resize(cells);
+  rows.tail.resize(cells);
+  rows.offset.resize(cells);
+  // Store-all peaks and times by the graph-first recursion, so `tail` is bit-identical to
+  // the value graph-first-all gets inside the rows.
+  for (int b = 0; b < stages; ++b) {
+    for (int a = b; a >= 0; --a) {
+      const int64_t cell = cell_index(a, b);
+      if (a == b) {
+        rows.store_all_peak[cell] = costs.leaf_peak(a);
+        rows.tail[cell] = costs.forward_backward_s(a);
+      } else {
+        const int64_t below = cell_index(a + 1, b);
+        rows.store_all_peak[cell] =
+            std::max({costs.graph_forward_peak(a, b), costs.saved(a) + rows.store_all_peak[below],
+                      costs.graph_backward_peak(a)});
+        rows.tail[cell] = (costs.forward_backward_s(a) + rows.tail[below]) + 0.0;
+      }
+      rows.hi[cell] = std::min(rows.store_all_peak[cell], chain.capacity + 1);
+    }
+  }
+  int64_t total = 0;
+  for (int64_t cell = 0; cell < cells; ++cell) {
+    rows.offset[cell] = total;
+    total += std::max<int64_t>(0, rows.hi[cell] - rows.lo[cell]);
+  }
+  rows.values.resize(total);
+
+  // Cells of one span depend only on shorter spans: each span is a parallel sweep.
+  const int workers = resolve_threads(threads);
+  for (int span = 2; span <= stages; ++span) {
+    const int count = stages - span + 1;
+    std::atomic<int> next{0};
+    auto work = [&]() {
+      for (int a = next++; a < count; a = next++) fill_row(costs, rows, a, a + span - 1);
+    };
+    // Threads pay off only when a sweep holds enough work (cells x split points x slots).
+    const int64_t sweep_work = static_cast<int64_t>(count) * span * std::max<int64_t>(1, chain.capacity);
+    const int helpers = sweep_work > 200000 ? std::min(workers, count) - 1 : 0;
+    std::vector<std::thread> pool;
+    pool.reserve(helpers);
+    for (int t = 0; t < helpers; ++t) pool.emplace_back(work);
+    work();
+    for (std::thread& thread : pool) thread.join();
+  }
+
+  const int64_t top = cell_index(0, chain.length);
+  solution.feasible = true;
+  solution.time_s = rows.get(top, chain.capacity);
+  auto choose = [&](int a, int b, int64_t m) { return choose_fast(costs, rows, a, b, m); };
+  emit(costs, 0, chain.length, chain.capacity, choose, solution.schedule);
+  return solution;
+}
+
+}  // namespace optimal_dp
+}  // namespace memento

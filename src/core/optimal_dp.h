@@ -1,0 +1,68 @@
+#pragma once
+// Internal to the core: the dynamic programs behind the `optimal` planner (Rotor's
+// persistent schedules for heterogeneous chains, Beaumont et al. 2019). The method, the
+// memory accounting and the speed-ups are written down in docs/planners-optimal.md.
+//
+// Stage numbering follows profile.h, plus a virtual stage L (the loss): forward 0 s,
+// backward 0 s, its "Backward" is the Loss op that creates d_L. solve(a, b, m) turns
+// d_{b+1} into d_a for stages a..b, given a_a available (held by the caller, outside m)
+// and d_{b+1} alive (inside m), using at most m memory units above the caller's bytes.
+
+#include <cstdint>
+#include <vector>
+
+#include "memento/core/profile.h"
+#include "memento/core/schedule.h"
+
+namespace memento {
+namespace optimal_dp {
+
+/// A chain whose sizes are whole memory units (bytes, or slots of a discretized budget).
+struct DiscreteChain {
+  int length = 0;                      ///< L, real stages (the loss stage L is implicit)
+  std::vector<int64_t> activation;     ///< L + 1 entries: size of a_0..a_L in units
+  std::vector<int64_t> saved;          ///< L entries
+  std::vector<int64_t> forward_temp;   ///< L entries
+  std::vector<int64_t> backward_temp;  ///< L entries
+  std::vector<double> forward_s;       ///< L entries
+  std::vector<double> backward_s;      ///< L entries
+  int64_t capacity = 0;                ///< units available above fixed_bytes (may be < 0)
+};
+
+/// The profile with 1-byte units and `capacity_bytes` of room above the fixed bytes.
+DiscreteChain exact_chain(const ChainProfile& profile, int64_t capacity_bytes);
+
+/// The profile in `slots` units of memory_bytes / slots bytes each; every size is rounded
+/// up so that a schedule that fits in `slots` units fits in memory_bytes. Sizes larger
+/// than the whole room are clamped to slots + 1 (they never fit).
+DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int slots);
+
+/// Result of a time-optimal solve at the chain's capacity.
+struct Solution {
+  bool feasible = false;
+  double time_s = 0;  ///< the DP's optimum (sum of op times of `schedule`)
+  Schedule schedule;  ///< complete schedule when feasible
+};
+
+/// The smallest peak (units above fixed bytes) over all persistent schedules, one
+/// schedule reaching it (ties broken towards less time, locally), and that schedule's
+/// time. Ignores `capacity`. O(L^3) time, O(L^2) memory.
+struct MinPeak {
+  int64_t peak_units = 0;
+  double time_s = 0;
+  Schedule schedule;
+};
+MinPeak min_peak(const DiscreteChain& chain);
+
+/// Plain table-filling reference: C[a][b][m] for every 0 <= m <= capacity, every option
+/// tried. O(L^3 * capacity) time, O(L^2 * capacity) memory.
+Solution solve_reference(const DiscreteChain& chain);
+
+/// Fast solver, same optimum as solve_reference (to floating-point rounding). Computes
+/// each (a, b) row only over [min peak, store-all peak), relaxes whole rows at once,
+/// prunes split points with lower bounds, and spreads the cells of one segment length
+/// over `threads` threads (0: the machine's cores, at most 8).
+Solution solve_fast(const DiscreteChain& chain, int threads = 0);
+
+}  // namespace optimal_dp
+}  // namespace memento
