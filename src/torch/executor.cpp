@@ -1,0 +1,507 @@
+#include "memento/torch/executor.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include "memento/core/error.h"
+#include "memento/core/profile.h"
+#include "memento/core/simulate.h"
+#include "memento/torch/memory.h"
+#include "replay_state.h"
+
+namespace memento {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int64_t distinct_storage_bytes(const TensorList& tensors) {
+  std::vector<const void*> seen;
+  int64_t bytes = 0;
+  for (const torch::Tensor& tensor : tensors) {
+    if (!tensor.defined() || !tensor.has_storage()) continue;
+    const void* key = tensor.storage().unsafeGetStorageImpl();
+    bool known = false;
+    for (const void* other : seen) known = known || other == key;
+    if (known) continue;
+    seen.push_back(key);
+    bytes += static_cast<int64_t>(tensor.storage().nbytes());
+  }
+  return bytes;
+}
+
+bool is_differentiable(const torch::Tensor& tensor) {
+  return tensor.defined() && torch::autograd::isDifferentiableType(tensor.scalar_type());
+}
+
+void synchronize_if_cuda(const TensorList& tensors) {
+  for (const torch::Tensor& tensor : tensors) {
+    if (tensor.defined() && tensor.is_cuda()) {
+      torch::cuda::synchronize(tensor.device().index());
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+// Everything one step holds, indexed as in schedule.h.
+struct Executor::State {
+  struct Graph {
+    TensorList inputs;   // what the stage read (boundary tensors, or the real inputs for stage 0)
+    TensorList outputs;  // a_{i+1} with its autograd history
+    std::shared_ptr<TensorList> input_gradients;
+  };
+
+  int length = 0;
+  const Batch* batch = nullptr;
+  Clock::time_point start;
+  StepResult result;
+  std::vector<std::optional<TensorList>> stored;     // a_0 .. a_L (a_0 always set)
+  std::vector<std::optional<Graph>> graphs;          // stage 0 .. L-1
+  std::vector<std::optional<TensorList>> gradients;  // d_0 .. d_L
+  std::vector<std::vector<char>> needs_grad;         // per tensor of a_i: its stage reads it with grad
+  std::vector<int> forward_count;
+  std::vector<std::vector<detail::TensorSignature>> signatures;
+  std::vector<std::optional<detail::RngSnapshot>> rng;  // before each stage's first forward
+
+  const TensorList& activation(int i) const {
+    if (i > 0 && graphs[i - 1]) return graphs[i - 1]->outputs;
+    return *stored[i];
+  }
+};
+
+Executor::Executor(std::shared_ptr<Chain> chain, LossFunction loss)
+    : chain_(std::move(chain)), loss_(std::move(loss)) {
+  if (!chain_) throw InvalidArgument("Executor needs a chain, got a null pointer");
+  if (chain_->length() == 0) throw InvalidArgument("Executor needs a chain with at least one stage");
+  if (!loss_) throw InvalidArgument("Executor needs a loss function");
+  MemoryTracker::instance();
+}
+
+Executor::~Executor() = default;
+
+void Executor::set_hooks(ExecutorHooks hooks) {
+  hooks_ = std::move(hooks);
+}
+
+bool Executor::in_step() const {
+  return state_ != nullptr;
+}
+
+Executor::State& Executor::state() const {
+  if (!state_)
+    throw RuntimeError("the executor's state is only available while a step runs (call from a hook)");
+  return *state_;
+}
+
+bool Executor::available(int activation) const {
+  const State& s = state();
+  if (activation < 0 || activation > s.length) return false;
+  return activation == 0 || s.stored[activation].has_value() || s.graphs[activation - 1].has_value();
+}
+
+bool Executor::stored(int activation) const {
+  const State& s = state();
+  return activation >= 0 && activation <= s.length && s.stored[activation].has_value();
+}
+
+bool Executor::graph_alive(int stage) const {
+  const State& s = state();
+  return stage >= 0 && stage < s.length && s.graphs[stage].has_value();
+}
+
+int64_t Executor::activation_bytes(int activation) const {
+  if (!available(activation)) return 0;
+  return distinct_storage_bytes(state().activation(activation));
+}
+
+void Executor::evict(int activation) {
+  State& s = state();
+  const std::string name = "a_" + std::to_string(activation);
+  if (activation < 1 || activation > s.length) {
+    throw ScheduleError("cannot evict " + name + ": only a_1 .. a_" + std::to_string(s.length) +
+                        " can be evicted (a_0 is the model input)");
+  }
+  if (!s.stored[activation]) throw ScheduleError("cannot evict " + name + ": it is not stored");
+  if (activation < s.length && s.graphs[activation]) {
+    throw ScheduleError("cannot evict " + name + ": the graph of stage " + std::to_string(activation) +
+                        " is alive and its Backward needs it");
+  }
+  s.stored[activation].reset();
+}
+
+void Executor::evict_graph(int stage) {
+  State& s = state();
+  if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
+    throw ScheduleError("cannot evict the graph of stage " + std::to_string(stage) + ": it is not alive");
+  }
+  s.graphs[stage].reset();
+}
+
+void Executor::recompute(int activation) {
+  State& s = state();
+  if (activation < 0 || activation > s.length) {
+    throw ScheduleError("cannot recompute a_" + std::to_string(activation) +
+                        ": the chain has activations a_0 .. a_" + std::to_string(s.length));
+  }
+  if (available(activation)) return;
+  int from = activation - 1;
+  while (!available(from)) --from;  // a_0 is always available
+  for (int stage = from; stage < activation; ++stage) {
+    const Op op = stage == from ? Op::forward_checkpoint(stage) : Op::forward_no_grad(stage);
+    const bool again = s.forward_count[stage] > 0;
+    fire(hooks_.before_op, op, -1, again);
+    run_forward(stage, op.kind, -1);
+    ++s.result.on_demand_count;
+    fire(hooks_.after_op, op, -1, again);
+  }
+}
+
+void Executor::fire(const std::function<void(Executor&, const OpEvent&)>& hook, const Op& op, int op_index,
+                    bool recompute) {
+  if (!hook) return;
+  OpEvent event;
+  event.op_index = op_index;
+  event.op = op;
+  event.recompute = recompute;
+  event.live_bytes = MemoryTracker::instance().live_bytes();
+  event.elapsed_s = seconds_since(state().start);
+  hook(*this, event);
+}
+
+StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
+  if (state_) throw RuntimeError("Executor::step called from inside a running step (from a hook?)");
+  const int length = chain_->length();
+  if (batch.inputs.empty())
+    throw InvalidArgument("the batch has no input tensors for the chain's first stage");
+
+  // The simulator is the contract: a schedule it rejects never starts, so a bad schedule
+  // cannot leave half-accumulated gradients behind. Unit sizes suffice for the checks.
+  {
+    ChainProfile unit;
+    unit.model = "executor check";
+    for (int i = 0; i < length; ++i) {
+      StageProfile stage;
+      stage.name = chain_->stage_name(i);
+      stage.input_bytes = stage.output_bytes = stage.saved_bytes = 1;
+      unit.stages.push_back(stage);
+    }
+    simulate(unit, schedule);
+  }
+
+  MemoryTracker& tracker = MemoryTracker::instance();
+  state_ = std::make_unique<State>();
+  struct Reset {
+    std::unique_ptr<State>& state;
+    ~Reset() { state.reset(); }
+  } reset{state_};
+  State& s = *state_;
+  s.length = length;
+  s.batch = &batch;
+  s.stored.assign(length + 1, std::nullopt);
+  s.graphs.assign(length, std::nullopt);
+  s.gradients.assign(length + 1, std::nullopt);
+  s.needs_grad.assign(length + 1, {});
+  s.forward_count.assign(length, 0);
+  s.signatures.assign(length, {});
+  s.rng.assign(length, std::nullopt);
+  s.stored[0] = batch.inputs;
+  for (const torch::Tensor& input : batch.inputs)
+    s.needs_grad[0].push_back(input.defined() && input.requires_grad());
+
+  s.result.start_bytes = tracker.live_bytes();
+  tracker.reset_peak();
+  s.start = Clock::now();
+  for (int index = 0; index < static_cast<int>(schedule.size()); ++index) {
+    const Op& op = schedule[index];
+    const bool again = op.is_forward() && s.forward_count[op.stage] > 0;
+    fire(hooks_.before_op, op, index, again);
+    run_op(op, index);
+    fire(hooks_.after_op, op, index, again);
+  }
+  // Whatever a hook left behind (a recomputed copy nobody freed) goes with the step.
+  s.stored.clear();
+  s.graphs.clear();
+  s.gradients.clear();
+  synchronize_if_cuda(batch.inputs);
+  s.result.step_s = seconds_since(s.start);
+  s.result.peak_bytes = tracker.peak_bytes();
+  StepResult result = s.result;
+  state_.reset();
+  result.end_bytes = tracker.live_bytes();
+  return result;
+}
+
+void Executor::run_op(const Op& op, int op_index) {
+  State& s = state();
+  switch (op.kind) {
+    case OpKind::ForwardNoGrad:
+    case OpKind::ForwardCheckpoint:
+    case OpKind::ForwardWithGraph:
+      if (!available(op.stage)) recompute(op.stage);
+      run_forward(op.stage, op.kind, op_index);
+      break;
+    case OpKind::Loss:
+      if (!available(s.length)) recompute(s.length);
+      run_loss(op_index);
+      break;
+    case OpKind::Backward:
+      run_backward(op.stage, op_index);
+      break;
+    case OpKind::Free:
+      // A hook may have evicted it already; otherwise drop the stored copy.
+      if (!s.graphs.empty() && op.stage < s.length && s.graphs[op.stage]) {
+        throw ScheduleError("op " + std::to_string(op_index) + " (" + to_string(op) +
+                            "): the graph of stage " + std::to_string(op.stage) +
+                            " is alive and its Backward needs a_" + std::to_string(op.stage));
+      }
+      s.stored[op.stage].reset();
+      break;
+  }
+}
+
+void Executor::run_forward(int stage, OpKind kind, int op_index) {
+  State& s = state();
+  const bool with_graph = kind == OpKind::ForwardWithGraph;
+  const std::string where = op_index >= 0
+                                ? "op " + std::to_string(op_index) + " (" + to_string(Op{kind, stage}) + ")"
+                                : "on-demand " + to_string(Op{kind, stage});
+  if (with_graph && s.graphs[stage]) {
+    throw ScheduleError(where + ": the graph of stage " + std::to_string(stage) + " is already alive");
+  }
+  const bool recomputing = s.forward_count[stage] > 0;
+  const TensorList inputs = s.activation(stage);
+  if (!recomputing) s.rng[stage] = detail::RngSnapshot::capture(inputs);
+
+  const auto start = Clock::now();
+  TensorList outputs;
+  std::optional<State::Graph> graph;
+  {
+    MemoryScope scope(MemoryCategory::Activations);
+    detail::RngReplayGuard rng(recomputing && s.rng[stage] ? &*s.rng[stage] : nullptr);
+    std::optional<detail::RunningStatsGuard> running_stats;
+    if (recomputing) running_stats.emplace(&chain_->stage(stage));
+    if (with_graph) {
+      graph.emplace();
+      if (stage == 0) {
+        // The real inputs: their gradients reach .grad() (or the user's graph) as in plain autograd.
+        graph->inputs = inputs;
+      } else {
+        graph->input_gradients = std::make_shared<TensorList>();
+        auto boundary = std::make_shared<detail::GradientSink>(graph->input_gradients);
+        const std::vector<char>& needs = s.needs_grad[stage];
+        for (size_t k = 0; k < inputs.size(); ++k) {
+          if (!inputs[k].defined()) {
+            boundary->add_input_metadata(torch::autograd::Node::undefined_input());
+            graph->inputs.push_back(inputs[k]);
+            continue;
+          }
+          torch::Tensor local = inputs[k].detach();
+          const bool wants_grad = k < needs.size() ? needs[k] != 0 : true;
+          if (wants_grad && is_differentiable(local)) {
+            torch::autograd::set_history(local, boundary);
+          } else {
+            boundary->add_input_metadata(torch::autograd::Node::undefined_input());
+          }
+          graph->inputs.push_back(std::move(local));
+        }
+      }
+      torch::AutoGradMode enable_grad(true);
+      outputs = chain_->forward_stage(stage, graph->inputs);
+    } else {
+      torch::NoGradGuard no_grad;
+      TensorList detached;
+      detached.reserve(inputs.size());
+      for (const torch::Tensor& input : inputs) detached.push_back(input.defined() ? input.detach() : input);
+      outputs = chain_->forward_stage(stage, detached);
+      // Which outputs the next stage reads with grad: a graph run says exactly (below);
+      // without one, any differentiable tensor except a pass-through of a no-grad input.
+      if (s.needs_grad[stage + 1].empty()) {
+        std::vector<char>& needs = s.needs_grad[stage + 1];
+        for (const torch::Tensor& output : outputs) {
+          bool wants_grad = is_differentiable(output);
+          for (size_t k = 0; wants_grad && k < detached.size(); ++k) {
+            const bool input_needs = k < s.needs_grad[stage].size() && s.needs_grad[stage][k];
+            if (detached[k].defined() && output.unsafeGetTensorImpl() == detached[k].unsafeGetTensorImpl()) {
+              wants_grad = input_needs;
+            }
+          }
+          needs.push_back(wants_grad);
+        }
+      }
+    }
+  }
+  const double forward_s = seconds_since(start);
+
+  std::vector<detail::TensorSignature> signature;
+  signature.reserve(outputs.size());
+  for (const torch::Tensor& output : outputs) signature.push_back(detail::TensorSignature::of(output));
+  if (!recomputing) {
+    s.signatures[stage] = std::move(signature);
+    if (s.rng[stage] && s.rng[stage]->unchanged()) s.rng[stage].reset();  // draws no random numbers
+  } else {
+    const std::vector<detail::TensorSignature>& first = s.signatures[stage];
+    if (signature.size() != first.size()) {
+      throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
+                         "\") returned " + std::to_string(signature.size()) +
+                         " tensors when recomputed but " + std::to_string(first.size()) +
+                         " in its first run; a stage must be deterministic in shape");
+    }
+    for (size_t k = 0; k < first.size(); ++k) {
+      if (!(signature[k] == first[k])) {
+        throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
+                           "\") output " + std::to_string(k) + " is " + signature[k].str() +
+                           " when recomputed but was " + first[k].str() +
+                           " in its first run; a stage must be deterministic in shape, dtype "
+                           "and device");
+      }
+    }
+    ++s.result.recompute_count;
+    s.result.recompute_s += forward_s;
+  }
+  ++s.forward_count[stage];
+
+  if (with_graph) {
+    std::vector<char>& needs = s.needs_grad[stage + 1];
+    needs.clear();
+    for (const torch::Tensor& output : outputs) needs.push_back(output.defined() && output.requires_grad());
+    graph->outputs = std::move(outputs);
+    s.graphs[stage] = std::move(graph);
+    s.stored[stage + 1].reset();  // the output inside the graph replaces a stored copy
+  } else {
+    s.stored[stage + 1] = std::move(outputs);
+    if (kind == OpKind::ForwardNoGrad && stage > 0) s.stored[stage].reset();
+  }
+}
+
+void Executor::run_loss(int op_index) {
+  State& s = state();
+  const int length = s.length;
+  const TensorList& outputs = s.activation(length);
+  auto gradients = std::make_shared<TensorList>();
+  torch::Tensor loss;
+  {
+    MemoryScope scope(MemoryCategory::Activations);
+    auto boundary = std::make_shared<detail::GradientSink>(gradients);
+    TensorList local;
+    const std::vector<char>& needs = s.needs_grad[length];
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      torch::Tensor tensor = outputs[k].defined() ? outputs[k].detach() : outputs[k];
+      if (tensor.defined() && (k >= needs.size() || needs[k]) && is_differentiable(tensor)) {
+        torch::autograd::set_history(tensor, boundary);
+      } else {
+        boundary->add_input_metadata(torch::autograd::Node::undefined_input());
+      }
+      local.push_back(std::move(tensor));
+    }
+    torch::AutoGradMode enable_grad(true);
+    loss = loss_(local, s.batch->targets);
+  }
+  if (!loss.defined() || loss.numel() != 1) {
+    throw RuntimeError("op " + std::to_string(op_index) +
+                       " (L): the loss function must return a scalar tensor");
+  }
+  s.result.loss = loss.item<double>();
+  if (!loss.requires_grad()) {
+    throw RuntimeError(
+        "op " + std::to_string(op_index) +
+        " (L): the loss does not require grad; the chain has no trainable parameter on the path "
+        "to the loss (check requires_grad of the parameters)");
+  }
+  {
+    MemoryScope scope(MemoryCategory::Gradients);
+    torch::autograd::backward({loss});
+  }
+  loss = torch::Tensor();
+  gradients->resize(outputs.size());
+  s.gradients[length] = std::move(*gradients);
+}
+
+void Executor::run_backward(int stage, int op_index) {
+  State& s = state();
+  if (!s.gradients[stage + 1]) {
+    throw ScheduleError("op " + std::to_string(op_index) + " (B" + std::to_string(stage) +
+                        "): the gradient of a_" + std::to_string(stage + 1) + " does not exist");
+  }
+  if (!s.graphs[stage]) {
+    // A hook evicted the graph: rebuild it on demand.
+    if (!available(stage)) recompute(stage);
+    const Op op = Op::forward_with_graph(stage);
+    const bool again = s.forward_count[stage] > 0;
+    fire(hooks_.before_op, op, -1, again);
+    run_forward(stage, OpKind::ForwardWithGraph, -1);
+    ++s.result.on_demand_count;
+    fire(hooks_.after_op, op, -1, again);
+  }
+  State::Graph graph = std::move(*s.graphs[stage]);
+  s.graphs[stage].reset();
+  TensorList incoming = std::move(*s.gradients[stage + 1]);
+  s.gradients[stage + 1].reset();
+
+  torch::autograd::edge_list roots;
+  torch::autograd::variable_list root_gradients;
+  for (size_t k = 0; k < graph.outputs.size() && k < incoming.size(); ++k) {
+    const torch::Tensor& output = graph.outputs[k];
+    if (!output.defined() || !output.requires_grad() || !incoming[k].defined()) continue;
+    roots.push_back(torch::autograd::impl::gradient_edge(output));
+    root_gradients.push_back(std::move(incoming[k]));
+  }
+  // Only the graph keeps what its backward needs: dropping our references to the outputs
+  // and d_{i+1} lets the engine free them as soon as it is done with them.
+  graph.outputs.clear();
+  incoming.clear();
+  {
+    MemoryScope scope(MemoryCategory::Gradients);
+    if (!roots.empty()) {
+      torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
+                                                            /*create_graph=*/false, /*accumulate_grad=*/true);
+    }
+  }
+  root_gradients.clear();
+  roots.clear();
+  if (stage > 0) {
+    TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};
+    d.resize(graph.inputs.size());
+    s.gradients[stage] = std::move(d);
+    s.stored[stage].reset();
+  }
+}
+
+StepResult plain_step(Chain& chain, const LossFunction& loss_function, const Batch& batch) {
+  MemoryTracker& tracker = MemoryTracker::instance();
+  StepResult result;
+  result.start_bytes = tracker.live_bytes();
+  tracker.reset_peak();
+  const auto start = Clock::now();
+  torch::Tensor loss;
+  {
+    MemoryScope scope(MemoryCategory::Activations);
+    TensorList outputs = chain.forward(batch.inputs);
+    loss = loss_function(outputs, batch.targets);
+  }
+  result.loss = loss.item<double>();
+  {
+    MemoryScope scope(MemoryCategory::Gradients);
+    loss.backward();
+  }
+  loss = torch::Tensor();
+  synchronize_if_cuda(batch.inputs);
+  result.step_s = seconds_since(start);
+  result.peak_bytes = tracker.peak_bytes();
+  result.end_bytes = tracker.live_bytes();
+  return result;
+}
+
+}  // namespace memento

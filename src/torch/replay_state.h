@@ -1,0 +1,173 @@
+#pragma once
+// Internal helpers shared by the Executor and checkpoint(): what must be replayed so a
+// recomputation is bit-identical to the first run (generator states) and what must not
+// be applied twice (BatchNorm running statistics).
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/torch.h>
+
+namespace memento::detail {
+
+// Generator states of the CPU generator and of the CUDA devices that `tensors` live on.
+class RngSnapshot {
+ public:
+  static RngSnapshot capture(const std::vector<torch::Tensor>& tensors) {
+    RngSnapshot snapshot;
+    snapshot.add(at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CPU)));
+    std::vector<c10::DeviceIndex> cuda_devices;
+    for (const torch::Tensor& tensor : tensors) {
+      if (!tensor.defined() || !tensor.is_cuda()) continue;
+      const c10::DeviceIndex index = tensor.device().index();
+      bool seen = false;
+      for (c10::DeviceIndex known : cuda_devices) seen = seen || known == index;
+      if (seen) continue;
+      cuda_devices.push_back(index);
+      snapshot.add(at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA, index)));
+    }
+    return snapshot;
+  }
+
+  // The current states of the same generators (to put back after a replay).
+  RngSnapshot current() const {
+    RngSnapshot snapshot;
+    for (const auto& entry : states_) snapshot.add(entry.first);
+    return snapshot;
+  }
+
+  void restore() const {
+    for (const auto& entry : states_) {
+      at::Generator generator = entry.first;
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(entry.second);
+    }
+  }
+
+  // True when no generator advanced since the snapshot (the stage draws no random numbers).
+  bool unchanged() const {
+    for (const auto& entry : states_) {
+      at::Generator generator = entry.first;
+      torch::Tensor now;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        now = generator.get_state();
+      }
+      if (!torch::equal(now, entry.second)) return false;
+    }
+    return true;
+  }
+
+ private:
+  void add(const at::Generator& generator_ref) {
+    at::Generator generator = generator_ref;
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    states_.emplace_back(generator, generator.get_state());
+  }
+
+  std::vector<std::pair<at::Generator, torch::Tensor>> states_;
+};
+
+// Puts the generators in `replay` state for the lifetime of the guard, then back to
+// where they were (so a recomputation does not shift the random stream of later stages).
+class RngReplayGuard {
+ public:
+  explicit RngReplayGuard(const RngSnapshot* replay) {
+    if (replay == nullptr) return;
+    previous_ = replay->current();
+    active_ = true;
+    replay->restore();
+  }
+  ~RngReplayGuard() {
+    if (active_) previous_.restore();
+  }
+  RngReplayGuard(const RngReplayGuard&) = delete;
+  RngReplayGuard& operator=(const RngReplayGuard&) = delete;
+
+ private:
+  RngSnapshot previous_;
+  bool active_ = false;
+};
+
+// A forward updates BatchNorm (and InstanceNorm with tracked statistics) running buffers
+// in place; a recomputation must leave them as the first run left them, so they are
+// copied before and written back after. Other buffers are constants and are not copied.
+class RunningStatsGuard {
+ public:
+  explicit RunningStatsGuard(torch::nn::Module* module) {
+    if (module == nullptr) return;
+    for (const auto& item : module->named_buffers(/*recurse=*/true)) {
+      if (!is_running_statistic(item.key())) continue;
+      torch::Tensor buffer = item.value();
+      if (!buffer.defined()) continue;
+      torch::NoGradGuard no_grad;
+      saved_.emplace_back(buffer, buffer.clone());
+    }
+  }
+  ~RunningStatsGuard() {
+    torch::NoGradGuard no_grad;
+    for (auto& entry : saved_) entry.first.copy_(entry.second);
+  }
+  RunningStatsGuard(const RunningStatsGuard&) = delete;
+  RunningStatsGuard& operator=(const RunningStatsGuard&) = delete;
+
+ private:
+  static bool ends_with(const std::string& text, const std::string& suffix) {
+    return text.size() >= suffix.size() &&
+           text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+  }
+  static bool is_running_statistic(const std::string& name) {
+    return ends_with(name, "running_mean") || ends_with(name, "running_var") ||
+           ends_with(name, "num_batches_tracked");
+  }
+
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
+};
+
+// The end of a local graph (a stage's, or a checkpointed function's): the local inputs'
+// grad_fn is this node, so the engine delivers their gradients here exactly as it sums them
+// for the producing node in plain autograd (same InputBuffer, same order), without the
+// copy or layout change that AccumulateGrad on a detached leaf could make.
+class GradientSink : public torch::autograd::Node {
+ public:
+  explicit GradientSink(std::shared_ptr<std::vector<torch::Tensor>> sink) : sink_(std::move(sink)) {}
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& gradients) override {
+    *sink_ = std::move(gradients);
+    return {};
+  }
+  std::string name() const override { return "memento::GradientSink"; }
+
+ private:
+  std::shared_ptr<std::vector<torch::Tensor>> sink_;
+};
+
+struct TensorSignature {
+  bool defined = false;
+  std::vector<int64_t> sizes;
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+
+  static TensorSignature of(const torch::Tensor& tensor) {
+    TensorSignature signature;
+    if (!tensor.defined()) return signature;
+    signature.defined = true;
+    signature.sizes = tensor.sizes().vec();
+    signature.dtype = tensor.scalar_type();
+    signature.device = tensor.device();
+    return signature;
+  }
+  bool operator==(const TensorSignature& other) const {
+    return defined == other.defined && sizes == other.sizes && dtype == other.dtype && device == other.device;
+  }
+  std::string str() const {
+    if (!defined) return "undefined";
+    std::string text = std::string(c10::toString(dtype)) + "[";
+    for (size_t k = 0; k < sizes.size(); ++k) text += (k ? ", " : "") + std::to_string(sizes[k]);
+    return text + "] on " + device.str();
+  }
+};
+
+}  // namespace memento::detail
