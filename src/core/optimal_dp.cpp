@@ -412,13 +412,12 @@ Solution solve_reference(const DiscreteChain& chain) {
             }
           }
           // Checkpoint at j: Fc(a), Fn(a+1..j-1), solve(j, b) next to a_j, solve(a, j - 1).
+          // chain_peak and forward_s cover the forward chain Fc(a), Fn(a+1..j-1).
+          int64_t chain_peak = 0;
+          double forward_s = 0;
           for (int j = a + 1; j <= b; ++j) {
-            int64_t chain_peak = 0;
-            double forward_s = 0;
-            for (int k = a + 1; k <= j; ++k) {
-              chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, k, b));
-              forward_s += costs.forward_s(k - 1);
-            }
+            chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
+            forward_s += costs.forward_s(j - 1);
             if (chain_peak > m) continue;
             const double right = lookup(j, b, m - costs.x(j));
             const double left = lookup(a, j - 1, m);
