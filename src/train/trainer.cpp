@@ -1,0 +1,404 @@
+#include "memento/train/trainer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <sstream>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "memento/core/budget.h"
+#include "memento/core/error.h"
+#include "memento/core/simulate.h"
+#include "memento/torch/profiler.h"
+
+namespace memento {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kCheckpointFormat = 1;
+constexpr double kPi = 3.14159265358979323846;
+
+torch::Tensor rng_state() {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+void set_rng_state(const torch::Tensor& state) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
+torch::Tensor scalar(int64_t value) {
+  return torch::tensor(value, torch::kInt64);
+}
+
+int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key) {
+  torch::Tensor value;
+  archive.read(key, value);
+  return value.item<int64_t>();
+}
+
+std::string read_string(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  archive.read(key, value);
+  return value.toStringRef();
+}
+
+std::string first_line(const std::string& text) {
+  return text.substr(0, text.find('\n'));
+}
+
+// Names of parameters and buffers in registration order, one per line: the checkpoint's
+// table of contents, so that a checkpoint of another architecture is refused by name.
+std::string joined_names(const torch::OrderedDict<std::string, torch::Tensor>& items) {
+  std::string names;
+  for (const auto& item : items) names += item.key() + "\n";
+  return names;
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0)
+    throw DataError("cannot write checkpoint " + path + ": cannot create " + temporary + "; check --save");
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t count = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (count <= 0) {
+      ::close(fd);
+      std::remove(temporary.c_str());
+      throw DataError("cannot write checkpoint " + path + ": write failed at byte offset " +
+                      std::to_string(written) + " (disk full?)");
+    }
+    written += static_cast<size_t>(count);
+  }
+  // The data must be on disk before the rename makes it the checkpoint; otherwise a crash
+  // could leave a complete-looking name over incomplete contents.
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    std::remove(temporary.c_str());
+    throw DataError("cannot write checkpoint " + path + ": flushing " + temporary + " to disk failed");
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw DataError("cannot write checkpoint " + path + ": renaming " + temporary + " over it failed");
+  }
+}
+
+}  // namespace
+
+double learning_rate_at(const TrainOptions& options, int64_t step) {
+  const int64_t total = std::max<int64_t>(1, options.steps);
+  const int64_t warmup = options.warmup_steps >= 0 ? options.warmup_steps : std::max<int64_t>(1, total / 20);
+  const double peak = options.learning_rate;
+  if (step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const int64_t decay_steps = total - warmup;
+  if (decay_steps <= 1) return peak;
+  const double progress =
+      std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(decay_steps - 1));
+  const double floor = options.min_learning_rate_fraction * peak;
+  return floor + (peak - floor) * 0.5 * (1.0 + std::cos(kPi * progress));
+}
+
+Trainer::Trainer(Model model, std::shared_ptr<const Dataset> train, std::shared_ptr<const Dataset> validation,
+                 TrainOptions options)
+    : model_(std::move(model)),
+      train_(std::move(train)),
+      validation_(std::move(validation)),
+      options_(options),
+      loader_(train_, options.batch_size, options.seed) {
+  if (!model_.chain || !model_.loss) throw InvalidArgument("Trainer needs a model with a chain and a loss");
+  if (!validation_) throw InvalidArgument("Trainer needs a validation data set");
+  if (options_.steps < 1)
+    throw InvalidArgument("--steps must be at least 1, got " + std::to_string(options_.steps));
+  if (!(options_.learning_rate > 0) || !std::isfinite(options_.learning_rate)) {
+    throw InvalidArgument("--lr must be a positive number, got " + std::to_string(options_.learning_rate));
+  }
+  torch::manual_seed(options_.seed);
+  evaluation_batches_ = evaluation_batches(*validation_, options_.batch_size, options_.eval_batches);
+  executor_ = std::make_unique<Executor>(model_.chain, model_.loss);
+  optimizer_ = std::make_unique<torch::optim::AdamW>(model_.chain->parameters(),
+                                                     torch::optim::AdamWOptions(options_.learning_rate)
+                                                         .betas({options_.beta1, options_.beta2})
+                                                         .weight_decay(options_.weight_decay));
+  // Gradients live for the whole run (zeroed in place, never freed), so every step starts
+  // from the same allocations and its peak above the start is activations + temporaries.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : model_.chain->parameters()) {
+      if (parameter.requires_grad()) parameter.mutable_grad() = torch::zeros_like(parameter);
+    }
+  }
+  schedule_ = store_all_schedule(model_.chain->length());
+  model_.chain->train();
+}
+
+void Trainer::set_schedule(Schedule schedule) {
+  ChainProfile unit;
+  unit.model = model_.info.name;
+  for (int i = 0; i < model_.chain->length(); ++i) {
+    StageProfile stage;
+    stage.name = model_.chain->stage_name(i);
+    stage.input_bytes = stage.output_bytes = stage.saved_bytes = 1;
+    unit.stages.push_back(stage);
+  }
+  simulate(unit, schedule);  // throws ScheduleError naming the op when it does not fit this chain
+  schedule_ = std::move(schedule);
+}
+
+void Trainer::zero_gradients() {
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : model_.chain->parameters()) {
+    if (parameter.grad().defined()) parameter.mutable_grad().zero_();
+  }
+}
+
+int64_t Trainer::state_bytes() const {
+  // Counted exactly as the Profiler counts a profile's fixed bytes, so that measured step
+  // peaks and the plan's predictions share one definition.
+  TensorList state = model_.chain->parameters();
+  for (const auto& buffer : model_.chain->buffers()) state.push_back(buffer);
+  TensorList gradients;
+  for (const auto& parameter : model_.chain->parameters()) gradients.push_back(parameter.grad());
+  const Batch& batch = evaluation_batches_.front();
+  TensorList inputs = batch.inputs;
+  inputs.insert(inputs.end(), batch.targets.begin(), batch.targets.end());
+  return tensor_bytes(state) + tensor_bytes(gradients) + optimizer_state_bytes("adamw", *model_.chain) +
+         tensor_bytes(inputs);
+}
+
+int64_t Trainer::step_peak_bytes(const StepResult& result) const {
+  // The tracker sees the whole process (data sets, evaluation batches); what the plan
+  // predicts is the state plus what the step allocated on top of its start.
+  return state_bytes() + (result.peak_bytes - result.start_bytes);
+}
+
+TrainStep Trainer::run_step(const Batch& batch, const Schedule& schedule) {
+  const StepResult result = executor_->step(schedule, batch);
+  TrainStep out;
+  out.loss = result.loss;
+  out.compute_s = result.step_s;
+  out.peak_bytes = step_peak_bytes(result);
+  out.recompute_count = result.recompute_count;
+  out.items = batch.inputs.front().size(0) * train_->items_per_sample();
+  return out;
+}
+
+TrainStep Trainer::train_step() {
+  if (finished()) {
+    throw InvalidArgument("the run already did its " + std::to_string(options_.steps) +
+                          " steps; raise --steps to train further");
+  }
+  const auto start = Clock::now();
+  zero_gradients();
+  const Batch batch = loader_.next();
+  const double learning_rate = learning_rate_at(options_, step_);
+  for (auto& group : optimizer_->param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate);
+  }
+  TrainStep out = run_step(batch, schedule_);
+  if (!std::isfinite(out.loss)) {
+    throw RuntimeError("training loss became " + std::to_string(out.loss) + " at step " +
+                       std::to_string(step_ + 1) + " of " + model_.info.name + "; lower --lr (now " +
+                       std::to_string(options_.learning_rate) + ")");
+  }
+  const double max_norm =
+      options_.clip_grad_norm > 0 ? options_.clip_grad_norm : std::numeric_limits<double>::infinity();
+  out.grad_norm = torch::nn::utils::clip_grad_norm_(model_.chain->parameters(), max_norm);
+  optimizer_->step();
+  ++step_;
+  out.step = step_;
+  out.learning_rate = learning_rate;
+  out.step_s = std::chrono::duration<double>(Clock::now() - start).count();
+  return out;
+}
+
+TrainStep Trainer::measure_step(const Schedule& schedule) {
+  const LoaderPosition position = loader_.position();
+  const Batch batch = loader_.next();
+  loader_.set_position(position);
+  const torch::Tensor rng = rng_state();
+  std::vector<torch::Tensor> buffers;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& buffer : model_.chain->buffers()) buffers.push_back(buffer.clone());
+  }
+  zero_gradients();
+  TrainStep out = run_step(batch, schedule);
+  zero_gradients();
+  {
+    torch::NoGradGuard no_grad;
+    auto current = model_.chain->buffers();
+    for (size_t i = 0; i < current.size(); ++i) current[i].copy_(buffers[i]);
+  }
+  set_rng_state(rng);
+  out.step = step_;
+  out.step_s = out.compute_s;
+  return out;
+}
+
+Evaluation Trainer::evaluate() {
+  Evaluation out;
+  out.step = step_;
+  model_.chain->eval();
+  struct BackToTrain {
+    Chain& chain;
+    ~BackToTrain() { chain.train(); }
+  } back_to_train{*model_.chain};
+  torch::NoGradGuard no_grad;
+  double loss = 0, accuracy = 0;
+  for (const Batch& batch : evaluation_batches_) {
+    const TensorList outputs = model_.chain->forward(batch.inputs);
+    loss += model_.loss(outputs, batch.targets).item<double>();
+    if (model_.accuracy) accuracy += model_.accuracy(outputs, batch.targets);
+  }
+  const auto count = static_cast<double>(evaluation_batches_.size());
+  out.loss = loss / count;
+  out.accuracy = model_.accuracy ? accuracy / count : std::numeric_limits<double>::quiet_NaN();
+  return out;
+}
+
+void Trainer::save(const std::string& path) const {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", scalar(kCheckpointFormat));
+  archive.write("model_name", c10::IValue(model_.info.name));
+  archive.write("data", c10::IValue(train_->describe()));
+  archive.write("batch_size", scalar(options_.batch_size));
+  archive.write("seed", scalar(static_cast<int64_t>(options_.seed)));
+  archive.write("step", scalar(step_));
+  archive.write("data_epoch", scalar(loader_.position().epoch));
+  archive.write("data_index", scalar(loader_.position().index));
+  archive.write("rng_cpu", rng_state());
+  const auto parameters = model_.chain->named_parameters();
+  const auto buffers = model_.chain->named_buffers();
+  archive.write("parameter_names", c10::IValue(joined_names(parameters)));
+  archive.write("buffer_names", c10::IValue(joined_names(buffers)));
+  for (size_t i = 0; i < parameters.size(); ++i)
+    archive.write("parameter" + std::to_string(i), parameters[i].value());
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    archive.write("buffer" + std::to_string(i), buffers[i].value(), /*is_buffer=*/true);
+  }
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer_->save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_atomically(path, bytes.str());
+}
+
+void Trainer::resume(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw DataError("cannot read checkpoint " + path + ": not a memento checkpoint or damaged (" +
+                    first_line(e.what_without_backtrace()) + ")");
+  }
+  try {
+    const int64_t format = read_int(archive, "format");
+    if (format != kCheckpointFormat) {
+      throw DataError("checkpoint " + path + " has format " + std::to_string(format) +
+                      "; this memento reads format " + std::to_string(kCheckpointFormat));
+    }
+    auto mismatch = [&](const std::string& what, const std::string& saved, const std::string& now,
+                        const std::string& option) {
+      throw InvalidArgument("checkpoint " + path + " was written for " + what + " " + saved +
+                            ", this run has " + now + "; pass the same " + option + " to resume");
+    };
+    const std::string model_name = read_string(archive, "model_name");
+    if (model_name != model_.info.name) mismatch("model", model_name, model_.info.name, "--model");
+    const int64_t batch_size = read_int(archive, "batch_size");
+    if (batch_size != options_.batch_size) {
+      mismatch("batch size", std::to_string(batch_size), std::to_string(options_.batch_size), "--batch");
+    }
+    const auto seed = static_cast<uint64_t>(read_int(archive, "seed"));
+    if (seed != options_.seed)
+      mismatch("seed", std::to_string(seed), std::to_string(options_.seed), "--seed");
+    const std::string data = read_string(archive, "data");
+    if (data != train_->describe())
+      mismatch("data", "\"" + data + "\"", "\"" + train_->describe() + "\"", "--data and --seq-len");
+
+    auto parameters = model_.chain->named_parameters();
+    auto buffers = model_.chain->named_buffers();
+    if (read_string(archive, "parameter_names") != joined_names(parameters) ||
+        read_string(archive, "buffer_names") != joined_names(buffers)) {
+      mismatch("a model with other parameters", "(" + model_name + ")", "(" + model_.info.name + ")",
+               "--model and model options");
+    }
+    // Read everything first and assign only when it all fits, so a refused checkpoint
+    // leaves the trainer as it was.
+    auto read_tensors = [&](const torch::OrderedDict<std::string, torch::Tensor>& items,
+                            const std::string& prefix) {
+      std::vector<torch::Tensor> values;
+      for (size_t i = 0; i < items.size(); ++i) {
+        torch::Tensor value;
+        archive.read(prefix + std::to_string(i), value, prefix == "buffer");
+        if (!value.sizes().equals(items[i].value().sizes()) ||
+            value.scalar_type() != items[i].value().scalar_type()) {
+          mismatch(prefix + " " + items[i].key() + " of shape", c10::str(value.sizes()),
+                   c10::str(items[i].value().sizes()), "--model and model options (--seq-len, --batch)");
+        }
+        values.push_back(value);
+      }
+      return values;
+    };
+    const auto parameter_values = read_tensors(parameters, "parameter");
+    const auto buffer_values = read_tensors(buffers, "buffer");
+    const int64_t step = read_int(archive, "step");
+    const LoaderPosition position{read_int(archive, "data_epoch"), read_int(archive, "data_index")};
+    torch::Tensor rng;
+    archive.read("rng_cpu", rng);
+    torch::serialize::InputArchive optimizer_archive;
+    archive.read("optimizer", optimizer_archive);
+
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < parameter_values.size(); ++i) parameters[i].value().copy_(parameter_values[i]);
+      for (size_t i = 0; i < buffer_values.size(); ++i) buffers[i].value().copy_(buffer_values[i]);
+    }
+    optimizer_->load(optimizer_archive);
+    loader_.set_position(position);
+    set_rng_state(rng);
+    step_ = step;
+    zero_gradients();
+  } catch (const c10::Error& e) {
+    throw DataError("checkpoint " + path +
+                    " is damaged or incomplete: " + first_line(e.what_without_backtrace()));
+  }
+}
+
+Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes) {
+  if (budget_bytes <= 0)
+    throw InvalidArgument("--budget must be positive, got " + std::to_string(budget_bytes) + " bytes");
+  const auto planner = make_planner(planner_name);
+  Plan plan = planner->plan(profile, PlannerOptions(budget_bytes));
+  if (plan.feasible) return plan;
+  const int64_t store_all = store_all_peak_bytes(profile);
+  auto percent = [&](int64_t bytes) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.1f%%",
+                  100.0 * static_cast<double>(bytes) / static_cast<double>(store_all));
+    return std::string(buffer);
+  };
+  std::string message = "budget " + format_bytes(budget_bytes) + " (" + percent(budget_bytes) +
+                        " of the store-all peak " + format_bytes(store_all) + ") is infeasible for planner " +
+                        planner_name + " on " + profile.model;
+  if (plan.min_feasible_budget_bytes > 0) {
+    message += "; the minimum feasible budget is " + format_bytes(plan.min_feasible_budget_bytes) + " (" +
+               percent(plan.min_feasible_budget_bytes) + "): raise --budget to at least that";
+  } else {
+    message += "; raise --budget or choose another --planner";
+  }
+  throw InvalidArgument(message);
+}
+
+}  // namespace memento
