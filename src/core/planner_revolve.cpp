@@ -98,7 +98,7 @@ class RevolvePlanner : public Planner {
   std::string name() const override { return "revolve"; }
   std::string description() const override {
     return "Griewank & Walther binomial checkpointing (Revolve) with as many checkpoint slots as the budget "
-           "allows, sized as if every stage were the largest";
+           "allows (binomial schedule, the most slots that fit)";
   }
 
   Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
@@ -129,21 +129,36 @@ class RevolvePlanner : public Planner {
 
     // One slot has the least peak (the bound grows with s), so its simulated peak is the
     // least budget at which this planner succeeds.
-    Schedule one_slot = detail::revolve_schedule(length, 1);
-    const int64_t min_feasible_bytes = simulate(profile, one_slot).peak_bytes;
-    // Validate by simulation; on a chain where the bound is loose or wrong, fewer slots.
-    for (; slots > 1; --slots) {
-      Schedule schedule = detail::revolve_schedule(length, slots);
-      if (simulate(profile, schedule).peak_bytes <= options.budget_bytes()) {
-        return finish_plan(name(), profile, options, std::move(schedule), detail::seconds_since(start),
-                           min_feasible_bytes);
-      }
-    }
-    if (min_feasible_bytes > options.budget_bytes()) {
+    const int64_t budget_bytes = options.budget_bytes();
+    auto fits = [&](int count) {
+      return simulate(profile, detail::revolve_schedule(length, count)).peak_bytes <= budget_bytes;
+    };
+    const int64_t min_feasible_bytes = simulate(profile, detail::revolve_schedule(length, 1)).peak_bytes;
+    if (min_feasible_bytes > budget_bytes) {
       return infeasible_plan(name(), options, detail::seconds_since(start), min_feasible_bytes);
     }
-    return finish_plan(name(), profile, options, std::move(one_slot), detail::seconds_since(start),
-                       min_feasible_bytes);
+    // Validate the bound's choice by simulation (fewer slots where it is wrong) ...
+    while (slots > 1 && !fits(slots)) --slots;
+    // ... then, since the bound charges every state as the largest one, look for more
+    // slots that still fit on a heterogeneous chain: gallop, then bisect, assuming the
+    // peak grows with s (every schedule returned is simulated again by finish_plan).
+    int fitting = slots;
+    int step = 1;
+    int failing = most_useful_slots + 1;
+    while (fitting + step < failing) {
+      if (!fits(fitting + step)) {
+        failing = fitting + step;
+        break;
+      }
+      fitting += step;
+      step *= 2;
+    }
+    while (failing - fitting > 1) {
+      const int middle = fitting + (failing - fitting) / 2;
+      (fits(middle) ? fitting : failing) = middle;
+    }
+    return finish_plan(name(), profile, options, detail::revolve_schedule(length, fitting),
+                       detail::seconds_since(start), min_feasible_bytes);
   }
 };
 

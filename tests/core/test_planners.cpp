@@ -378,5 +378,28 @@ TEST(RevolvePlanner, UsesTheMostSlotsTheBudgetAllows) {
   EXPECT_EQ(previous_steps, 19);  // enough memory for every state: L - 1 advances
 }
 
+TEST(RevolvePlanner, ChoosesTheLargestSlotCountThatFitsOnHomogeneousChains) {
+  std::mt19937_64 rng(21);
+  testing::RandomProfileOptions options;
+  options.homogeneous = true;
+  const auto planner = make_planner("revolve");
+  for (int trial = 0; trial < 40; ++trial) {
+    const int length = 2 + trial % 25;
+    const ChainProfile profile = testing::random_profile(rng, length, options);
+    const int64_t budget_bytes = testing::random_budget(rng, profile);
+    int largest_fitting = 0;
+    for (int s = 1; s < length; ++s) {
+      if (simulate(profile, detail::revolve_schedule(length, s)).peak_bytes <= budget_bytes)
+        largest_fitting = s;
+    }
+    const Plan plan = planner->plan(profile, PlannerOptions(budget_bytes));
+    ASSERT_EQ(plan.feasible, largest_fitting > 0) << "trial " << trial;
+    if (plan.feasible) {
+      EXPECT_EQ(count_forward_steps(plan.schedule), detail::revolve_forward_steps(length, largest_fitting))
+          << "trial " << trial << ": expected " << largest_fitting << " slots";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace memento
