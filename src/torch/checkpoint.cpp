@@ -51,17 +51,7 @@ class CheckpointBackward : public torch::autograd::Node {
     }
     auto input_gradients = std::make_shared<TensorList>();
     auto sink = std::make_shared<detail::GradientSink>(input_gradients);
-    TensorList local;
-    local.reserve(inputs_.size());
-    for (size_t k = 0; k < inputs_.size(); ++k) {
-      torch::Tensor tensor = inputs_[k].defined() ? inputs_[k].detach() : inputs_[k];
-      if (inputs_need_grad_[k] && is_differentiable(tensor)) {
-        torch::autograd::set_history(tensor, sink);
-      } else {
-        sink->add_input_metadata(torch::autograd::Node::undefined_input());
-      }
-      local.push_back(std::move(tensor));
-    }
+    TensorList local = detail::make_boundary(inputs_, inputs_need_grad_, *sink);
     TensorList outputs;
     {
       detail::RngReplayGuard rng(rng_ ? &*rng_ : nullptr);
@@ -129,13 +119,12 @@ TensorList checkpoint(const CheckpointFunction& fn, const TensorList& inputs,
   TensorList kept;
   std::vector<char> needs_grad;
   torch::autograd::edge_list next_edges;
-  kept.reserve(inputs.size());
   for (const torch::Tensor& input : inputs) {
     const bool wants_grad = input.defined() && input.requires_grad();
     needs_grad.push_back(wants_grad);
     next_edges.push_back(wants_grad ? torch::autograd::impl::gradient_edge(input) : torch::autograd::Edge());
-    kept.push_back(input.defined() ? input.detach() : input);
   }
+  kept = detail::detach_all(inputs);
 
   TensorList outputs;
   {

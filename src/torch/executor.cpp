@@ -301,30 +301,13 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
       } else {
         graph->input_gradients = std::make_shared<TensorList>();
         auto boundary = std::make_shared<detail::GradientSink>(graph->input_gradients);
-        const std::vector<char>& needs = s.needs_grad[stage];
-        for (size_t k = 0; k < inputs.size(); ++k) {
-          if (!inputs[k].defined()) {
-            boundary->add_input_metadata(torch::autograd::Node::undefined_input());
-            graph->inputs.push_back(inputs[k]);
-            continue;
-          }
-          torch::Tensor local = inputs[k].detach();
-          const bool wants_grad = k < needs.size() ? needs[k] != 0 : true;
-          if (wants_grad && is_differentiable(local)) {
-            torch::autograd::set_history(local, boundary);
-          } else {
-            boundary->add_input_metadata(torch::autograd::Node::undefined_input());
-          }
-          graph->inputs.push_back(std::move(local));
-        }
+        graph->inputs = detail::make_boundary(inputs, s.needs_grad[stage], *boundary);
       }
       torch::AutoGradMode enable_grad(true);
       outputs = chain_->forward_stage(stage, graph->inputs);
     } else {
       torch::NoGradGuard no_grad;
-      TensorList detached;
-      detached.reserve(inputs.size());
-      for (const torch::Tensor& input : inputs) detached.push_back(input.defined() ? input.detach() : input);
+      const TensorList detached = detail::detach_all(inputs);
       outputs = chain_->forward_stage(stage, detached);
       // Which outputs the next stage reads with grad: a graph run says exactly (below);
       // without one, any differentiable tensor except a pass-through of a no-grad input.
@@ -395,17 +378,7 @@ void Executor::run_loss(int op_index) {
   {
     MemoryScope scope(MemoryCategory::Activations);
     auto boundary = std::make_shared<detail::GradientSink>(gradients);
-    TensorList local;
-    const std::vector<char>& needs = s.needs_grad[length];
-    for (size_t k = 0; k < outputs.size(); ++k) {
-      torch::Tensor tensor = outputs[k].defined() ? outputs[k].detach() : outputs[k];
-      if (tensor.defined() && (k >= needs.size() || needs[k]) && is_differentiable(tensor)) {
-        torch::autograd::set_history(tensor, boundary);
-      } else {
-        boundary->add_input_metadata(torch::autograd::Node::undefined_input());
-      }
-      local.push_back(std::move(tensor));
-    }
+    const TensorList local = detail::make_boundary(outputs, s.needs_grad[length], *boundary);
     torch::AutoGradMode enable_grad(true);
     loss = loss_(local, s.batch->targets);
   }

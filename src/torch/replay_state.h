@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 namespace memento::detail {
@@ -107,9 +108,12 @@ class RunningStatsGuard {
       saved_.emplace_back(buffer, buffer.clone());
     }
   }
+  // Written through variable_data() (same storage, its own version counter): a live graph
+  // that saved the buffer (BatchNorm's backward does) must not see it as modified in place,
+  // and after the write-back it indeed holds the values that graph saw.
   ~RunningStatsGuard() {
     torch::NoGradGuard no_grad;
-    for (auto& entry : saved_) entry.first.copy_(entry.second);
+    for (auto& entry : saved_) entry.first.variable_data().copy_(entry.second);
   }
   RunningStatsGuard(const RunningStatsGuard&) = delete;
   RunningStatsGuard& operator=(const RunningStatsGuard&) = delete;
@@ -143,6 +147,62 @@ class GradientSink : public torch::autograd::Node {
  private:
   std::shared_ptr<std::vector<torch::Tensor>> sink_;
 };
+
+// Index of the first slot before `k` holding the same tensor (same TensorImpl), or -1.
+// A tensor can sit in several slots of a boundary tuple (a stage returning h twice);
+// keeping one local tensor for all of them keeps plain autograd's single gradient buffer
+// for it, and so its summation order.
+inline int alias_of(const std::vector<torch::Tensor>& tensors, size_t k) {
+  if (!tensors[k].defined()) return -1;
+  for (size_t j = 0; j < k; ++j) {
+    if (tensors[j].defined() && tensors[j].unsafeGetTensorImpl() == tensors[k].unsafeGetTensorImpl()) {
+      return static_cast<int>(j);
+    }
+  }
+  return -1;
+}
+
+// Detached copies of `tensors` (no autograd history), aliases kept as aliases.
+inline std::vector<torch::Tensor> detach_all(const std::vector<torch::Tensor>& tensors) {
+  std::vector<torch::Tensor> result;
+  result.reserve(tensors.size());
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const int alias = alias_of(tensors, k);
+    if (alias >= 0) {
+      result.push_back(result[alias]);
+    } else {
+      result.push_back(tensors[k].defined() ? tensors[k].detach() : tensors[k]);
+    }
+  }
+  return result;
+}
+
+// The local inputs of a graph: detached copies of `tensors` whose grad_fn is `sink`
+// where `needs_grad[k]` (missing entries: true) and the tensor is differentiable; slot k of
+// the sink receives the gradient of slot k (nothing for aliases and no-grad slots).
+inline std::vector<torch::Tensor> make_boundary(const std::vector<torch::Tensor>& tensors,
+                                                const std::vector<char>& needs_grad, GradientSink& sink) {
+  std::vector<torch::Tensor> local;
+  local.reserve(tensors.size());
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const int alias = alias_of(tensors, k);
+    if (alias >= 0) {
+      sink.add_input_metadata(torch::autograd::Node::undefined_input());
+      local.push_back(local[alias]);
+      continue;
+    }
+    torch::Tensor tensor = tensors[k].defined() ? tensors[k].detach() : tensors[k];
+    const bool wants_grad = k < needs_grad.size() ? needs_grad[k] != 0 : true;
+    if (tensor.defined() && wants_grad && torch::autograd::isDifferentiableType(tensor.scalar_type())) {
+      const uint32_t slot = sink.add_input_metadata(tensor);
+      torch::autograd::impl::set_gradient_edge(tensor, {sink.shared_from_this(), slot});
+    } else {
+      sink.add_input_metadata(torch::autograd::Node::undefined_input());
+    }
+    local.push_back(std::move(tensor));
+  }
+  return local;
+}
 
 struct TensorSignature {
   bool defined = false;
