@@ -21,17 +21,9 @@ class ChainState {
 
   bool available(int i) const { return i == 0 || stored_[i] || graph_[i - 1]; }
 
-  int64_t live_bytes() const {
-    int64_t bytes = profile_.fixed_bytes;
-    for (int i = 1; i <= length_; ++i) {
-      if (stored_[i] && !graph_[i - 1]) bytes += profile_.activation_bytes(i);
-      if (gradient_[i]) bytes += profile_.activation_bytes(i);
-    }
-    for (int i = 0; i < length_; ++i) {
-      if (graph_[i]) bytes += profile_.stages[i].saved_bytes;
-    }
-    return bytes;
-  }
+  // Kept up to date by the setters so that every op costs O(1): planners simulate many
+  // candidate schedules of long chains.
+  int64_t live_bytes() const { return live_bytes_; }
 
   // Applies `op` and returns the peak live bytes while it ran.
   int64_t apply(const Op& op, int op_index, SimulationResult& result) {
@@ -52,8 +44,8 @@ class ChainState {
         const StageProfile& stage = profile_.stages[i];
         peak = before + stage.output_bytes + stage.forward_temp_bytes;
         count_forward(i, result);
-        stored_[i + 1] = true;
-        if (op.kind == OpKind::ForwardNoGrad && i > 0) stored_[i] = false;
+        set_stored(i + 1, true);
+        if (op.kind == OpKind::ForwardNoGrad && i > 0) set_stored(i, false);
         break;
       }
       case OpKind::ForwardWithGraph: {
@@ -62,15 +54,15 @@ class ChainState {
         const StageProfile& stage = profile_.stages[i];
         peak = before + stage.saved_bytes + stage.forward_temp_bytes;
         count_forward(i, result);
-        graph_[i] = true;
-        stored_[i + 1] = false;  // the new output inside the graph replaces a stored copy
+        set_graph(i, true);
+        set_stored(i + 1, false);  // the new output inside the graph replaces a stored copy
         break;
       }
       case OpKind::Loss: {
         if (!available(length_)) fail("the model output a_" + std::to_string(length_) + " is not available");
         if (gradient_[length_]) fail("the loss gradient already exists");
         peak = before + profile_.activation_bytes(length_);
-        gradient_[length_] = true;
+        set_gradient(length_, true);
         break;
       }
       case OpKind::Backward: {
@@ -83,11 +75,11 @@ class ChainState {
         const StageProfile& stage = profile_.stages[i];
         peak = before + (i > 0 ? stage.input_bytes : 0) + stage.backward_temp_bytes;
         result.time_s += stage.backward_s;
-        graph_[i] = false;
-        gradient_[i + 1] = false;
+        set_graph(i, false);
+        set_gradient(i + 1, false);
         if (i > 0) {
-          stored_[i] = false;
-          gradient_[i] = true;
+          set_stored(i, false);
+          set_gradient(i, true);
         }
         break;
       }
@@ -97,7 +89,7 @@ class ChainState {
         if (i < length_ && graph_[i]) {
           fail("the graph of stage " + std::to_string(i) + " is alive and its Backward needs a_" + std::to_string(i));
         }
-        stored_[i] = false;
+        set_stored(i, false);
         break;
       }
     }
@@ -125,6 +117,25 @@ class ChainState {
   }
 
  private:
+  // A stored a_i costs its bytes unless graph i-1 holds the same tensor as its output.
+  void set_stored(int i, bool value) {
+    if (stored_[i] == value) return;
+    stored_[i] = value;
+    if (i >= 1 && !graph_[i - 1]) live_bytes_ += (value ? 1 : -1) * profile_.activation_bytes(i);
+  }
+  void set_graph(int i, bool value) {
+    if (graph_[i] == value) return;
+    graph_[i] = value;
+    const int64_t sign = value ? 1 : -1;
+    live_bytes_ += sign * profile_.stages[i].saved_bytes;
+    if (stored_[i + 1]) live_bytes_ -= sign * profile_.activation_bytes(i + 1);
+  }
+  void set_gradient(int i, bool value) {
+    if (gradient_[i] == value) return;
+    gradient_[i] = value;
+    live_bytes_ += (value ? 1 : -1) * profile_.activation_bytes(i);
+  }
+
   void count_forward(int i, SimulationResult& result) {
     const StageProfile& stage = profile_.stages[i];
     result.time_s += stage.forward_s;
@@ -142,6 +153,7 @@ class ChainState {
   std::vector<bool> gradient_;
   std::vector<int> forward_count_;
   bool backward_done_ = false;
+  int64_t live_bytes_ = profile_.fixed_bytes;
 };
 
 }  // namespace
