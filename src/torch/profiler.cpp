@@ -1,0 +1,405 @@
+#include "memento/torch/profiler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include "memento/core/error.h"
+#include "memento/torch/memory.h"
+
+namespace memento {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
+}
+
+bool is_differentiable(const torch::Tensor& tensor) {
+  return tensor.defined() && torch::autograd::isDifferentiableType(tensor.scalar_type());
+}
+
+// Live and peak bytes from the MemoryTracker, or from the CUDA caching allocator when
+// the batch lives on a GPU (the CPU allocator then sees none of the step's tensors).
+class MemoryProbe {
+ public:
+  explicit MemoryProbe(std::optional<int> cuda_device) : cuda_device_(cuda_device) {}
+
+  int64_t live() const {
+    if (cuda_device_) return tracker_.cuda_stats(*cuda_device_).allocated_bytes;
+    return tracker_.live_bytes();
+  }
+  int64_t peak() const {
+    if (cuda_device_) return tracker_.cuda_stats(*cuda_device_).peak_allocated_bytes;
+    return tracker_.peak_bytes();
+  }
+  void reset_peak() {
+    if (cuda_device_) {
+      tracker_.reset_cuda_peak(*cuda_device_);
+    } else {
+      tracker_.reset_peak();
+    }
+  }
+  // Kernels run asynchronously on a GPU: wall times need the device to finish first.
+  void synchronize() const {
+    if (cuda_device_) torch::cuda::synchronize(*cuda_device_);
+  }
+
+ private:
+  std::optional<int> cuda_device_;
+  MemoryTracker& tracker_ = MemoryTracker::instance();
+};
+
+// One stage's autograd graph as ForwardWithGraph keeps it: the stage's own detached
+// inputs (leaves that collect d_i) and its outputs, whose history holds what was saved.
+struct StageGraph {
+  TensorList inputs;
+  TensorList outputs;
+};
+
+// Detached copies share the storage of `inputs`, so they cost no bytes; a copy is a
+// gradient-collecting leaf where the original carries a gradient.
+TensorList local_inputs(const TensorList& inputs) {
+  TensorList local;
+  local.reserve(inputs.size());
+  for (const torch::Tensor& input : inputs) {
+    if (!input.defined()) {
+      local.push_back(input);
+      continue;
+    }
+    torch::Tensor copy = input.detach();
+    if (input.requires_grad() && is_differentiable(copy)) copy.requires_grad_(true);
+    local.push_back(std::move(copy));
+  }
+  return local;
+}
+
+StageGraph forward_with_graph(Chain& chain, int stage, const TensorList& inputs) {
+  StageGraph graph;
+  graph.inputs = local_inputs(inputs);
+  torch::AutoGradMode enable_grad(true);
+  graph.outputs = chain.forward_stage(stage, graph.inputs);
+  return graph;
+}
+
+TensorList forward_no_grad(Chain& chain, int stage, const TensorList& inputs) {
+  torch::NoGradGuard no_grad;
+  TensorList detached;
+  detached.reserve(inputs.size());
+  for (const torch::Tensor& input : inputs) detached.push_back(input.defined() ? input.detach() : input);
+  return chain.forward_stage(stage, detached);
+}
+
+// Backward of one stage the way Executor::run_backward runs it: only the graph keeps what
+// its backward needs (the caller's references to the outputs and to d_{i+1} are gone
+// before the engine starts), parameter gradients accumulate, and d_i is taken from the
+// input leaves. Consumes `graph` and `incoming`.
+TensorList backward_stage(StageGraph& graph, TensorList incoming) {
+  torch::autograd::edge_list roots;
+  torch::autograd::variable_list root_gradients;
+  for (size_t k = 0; k < graph.outputs.size() && k < incoming.size(); ++k) {
+    const torch::Tensor& output = graph.outputs[k];
+    if (!output.defined() || !output.requires_grad() || !incoming[k].defined()) continue;
+    roots.push_back(torch::autograd::impl::gradient_edge(output));
+    root_gradients.push_back(std::move(incoming[k]));
+  }
+  graph.outputs.clear();
+  incoming.clear();
+  if (!roots.empty()) {
+    torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
+                                                          /*create_graph=*/false, /*accumulate_grad=*/true);
+  }
+  root_gradients.clear();
+  roots.clear();
+  TensorList input_gradients;
+  input_gradients.reserve(graph.inputs.size());
+  for (torch::Tensor& input : graph.inputs) {
+    torch::Tensor gradient;
+    if (input.defined() && input.requires_grad()) {
+      gradient = input.grad();
+      input.mutable_grad().reset();
+    }
+    input_gradients.push_back(std::move(gradient));
+  }
+  graph.inputs.clear();
+  return input_gradients;
+}
+
+std::vector<torch::Tensor> distinct_parameters(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> parameters;
+  std::unordered_set<const void*> seen;
+  for (const torch::Tensor& parameter : module.parameters()) {
+    if (seen.insert(parameter.unsafeGetTensorImpl()).second) parameters.push_back(parameter);
+  }
+  return parameters;
+}
+
+// Profiling runs every stage several times: this puts back what those runs change
+// (parameter gradients, buffers such as BatchNorm running statistics, the CPU RNG).
+class ModelStateGuard {
+ public:
+  explicit ModelStateGuard(Chain& chain)
+      : parameters_(distinct_parameters(chain)), buffers_(chain.buffers()) {
+    torch::NoGradGuard no_grad;
+    MemoryScope scope(MemoryCategory::Gradients);
+    for (torch::Tensor& parameter : parameters_) {
+      saved_gradients_.push_back(parameter.grad());
+      // Existing gradients make accumulation a transient, as in every step after the first.
+      if (parameter.requires_grad()) parameter.mutable_grad() = torch::zeros_like(parameter);
+    }
+    for (const torch::Tensor& buffer : buffers_)
+      saved_buffers_.push_back(buffer.defined() ? buffer.clone() : buffer);
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    rng_state_ = generator.get_state();
+  }
+
+  ~ModelStateGuard() {
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < parameters_.size(); ++k) parameters_[k].mutable_grad() = saved_gradients_[k];
+    for (size_t k = 0; k < buffers_.size(); ++k) {
+      if (buffers_[k].defined()) buffers_[k].copy_(saved_buffers_[k]);
+    }
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng_state_);
+  }
+
+  ModelStateGuard(const ModelStateGuard&) = delete;
+  ModelStateGuard& operator=(const ModelStateGuard&) = delete;
+
+ private:
+  std::vector<torch::Tensor> parameters_;
+  std::vector<torch::Tensor> saved_gradients_;
+  std::vector<torch::Tensor> buffers_;
+  std::vector<torch::Tensor> saved_buffers_;
+  torch::Tensor rng_state_;
+};
+
+std::optional<int> cuda_device_of(const Batch& batch) {
+  for (const torch::Tensor& input : batch.inputs) {
+    if (input.defined() && input.is_cuda()) return input.device().index() < 0 ? 0 : input.device().index();
+  }
+  return std::nullopt;
+}
+
+std::string stage_label(const Chain& chain, int stage) {
+  return "stage " + std::to_string(stage) + " (\"" + chain.stage_name(stage) + "\")";
+}
+
+}  // namespace
+
+int64_t tensor_bytes(const TensorList& tensors) {
+  std::unordered_set<const void*> seen;
+  int64_t bytes = 0;
+  for (const torch::Tensor& tensor : tensors) {
+    if (!tensor.defined() || !tensor.has_storage()) continue;
+    if (!seen.insert(tensor.storage().unsafeGetStorageImpl()).second) continue;
+    bytes += static_cast<int64_t>(tensor.storage().nbytes());
+  }
+  return bytes;
+}
+
+int64_t optimizer_state_bytes(const std::string& optimizer, const torch::nn::Module& module) {
+  int64_t factor = 0;
+  if (optimizer == "sgd") {
+    factor = 0;
+  } else if (optimizer == "momentum" || optimizer == "adagrad" || optimizer == "rmsprop") {
+    factor = 1;
+  } else if (optimizer == "adam" || optimizer == "adamw") {
+    factor = 2;
+  } else {
+    throw InvalidArgument("unknown optimizer \"" + optimizer +
+                          "\"; choose one of sgd, momentum, adam, adamw, adagrad, rmsprop");
+  }
+  int64_t trainable_bytes = 0;
+  for (const torch::Tensor& parameter : distinct_parameters(module)) {
+    if (parameter.requires_grad())
+      trainable_bytes += parameter.numel() * static_cast<int64_t>(parameter.element_size());
+  }
+  return factor * trainable_bytes;
+}
+
+ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction& loss,
+                           const ProfilerOptions& options) {
+  if (options.warmup_runs() < 0) {
+    throw InvalidArgument("ProfilerOptions::warmup_runs is " + std::to_string(options.warmup_runs()) +
+                          "; use 0 or more");
+  }
+  if (options.timed_runs() < 1) {
+    throw InvalidArgument("ProfilerOptions::timed_runs is " + std::to_string(options.timed_runs()) +
+                          "; use 1 or more");
+  }
+  if (options.optimizer_bytes() < 0) {
+    throw InvalidArgument("ProfilerOptions::optimizer_bytes is negative; use 0 or optimizer_state_bytes()");
+  }
+  if (chain.length() == 0) throw InvalidArgument("cannot profile a chain with no stages");
+  if (batch.inputs.empty())
+    throw InvalidArgument("the batch has no input tensors for the chain's first stage");
+  if (!loss) throw InvalidArgument("profile_chain needs a loss function");
+
+  MemoryProbe probe(cuda_device_of(batch));
+  ModelStateGuard state_guard(chain);
+  const int length = chain.length();
+  const int runs = options.warmup_runs() + options.timed_runs();
+
+  ChainProfile profile;
+  profile.model = options.model();
+  profile.stages.resize(length);
+
+  // Forward: stage i runs on a_i = the outputs of graph i-1, as in a store-all step.
+  std::vector<StageGraph> graphs(length);
+  std::vector<TensorList> activations(length + 1);
+  activations[0] = batch.inputs;
+  for (int i = 0; i < length; ++i) {
+    StageProfile& stage = profile.stages[i];
+    stage.name = chain.stage_name(i);
+    stage.kind = chain.stage_kind(i);
+    stage.input_bytes = tensor_bytes(activations[i]);
+    MemoryPhase phase("forward of stage " + std::to_string(i));
+    MemoryScope scope(MemoryCategory::Activations);
+
+    std::vector<double> times;
+    for (int run = 0; run < runs; ++run) {
+      probe.synchronize();
+      const auto start = Clock::now();
+      StageGraph discarded = forward_with_graph(chain, i, activations[i]);
+      probe.synchronize();
+      if (run >= options.warmup_runs())
+        times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    stage.forward_s = median(times);
+
+    int64_t no_grad_temp_bytes = 0;
+    {
+      probe.reset_peak();
+      TensorList output = forward_no_grad(chain, i, activations[i]);
+      no_grad_temp_bytes = probe.peak() - probe.live();
+    }
+
+    const int64_t before = probe.live();
+    probe.reset_peak();
+    graphs[i] = forward_with_graph(chain, i, activations[i]);
+    const int64_t after = probe.live();
+    const int64_t peak = probe.peak();
+    stage.output_bytes = tensor_bytes(graphs[i].outputs);
+    stage.saved_bytes = std::max(after - before, stage.output_bytes);
+    stage.forward_temp_bytes = std::max<int64_t>({peak - after, no_grad_temp_bytes, 0});
+    activations[i + 1] = graphs[i].outputs;
+  }
+
+  // Loss: its forward and backward are transients inside the Loss op; what stays is d_L.
+  TensorList incoming;
+  int64_t loss_temp_bytes = 0;
+  {
+    MemoryPhase phase("loss");
+    TensorList outputs = local_inputs(activations[length]);
+    activations[length].clear();
+    probe.reset_peak();
+    {
+      MemoryScope scope(MemoryCategory::Activations);
+      torch::AutoGradMode enable_grad(true);
+      torch::Tensor value = loss(outputs, batch.targets);
+      if (!value.defined() || value.numel() != 1) {
+        throw RuntimeError("profile_chain: the loss function must return a scalar tensor");
+      }
+      if (!value.requires_grad()) {
+        throw RuntimeError(
+            "profile_chain: the loss does not require grad; the chain has no trainable parameter on the path "
+            "to "
+            "the loss (check requires_grad of the parameters)");
+      }
+      MemoryScope gradients_scope(MemoryCategory::Gradients);
+      torch::autograd::backward({value});
+    }
+    for (torch::Tensor& output : outputs) {
+      torch::Tensor gradient;
+      if (output.defined() && output.requires_grad()) {
+        gradient = output.grad();
+        output.mutable_grad().reset();
+      }
+      incoming.push_back(std::move(gradient));
+    }
+    outputs.clear();
+    loss_temp_bytes = std::max<int64_t>(probe.peak() - probe.live(), 0);
+  }
+
+  // Backward: Backward(L-1) .. Backward(0) on the graphs kept above.
+  for (int i = length - 1; i >= 0; --i) {
+    StageProfile& stage = profile.stages[i];
+    MemoryPhase phase("backward of stage " + std::to_string(i));
+    MemoryScope scope(MemoryCategory::Gradients);
+
+    std::vector<double> times;
+    for (int run = 0; run < runs; ++run) {
+      StageGraph fresh;
+      {
+        MemoryScope activations_scope(MemoryCategory::Activations);
+        fresh = forward_with_graph(chain, i, graphs[i].inputs);
+      }
+      TensorList gradients = incoming;
+      probe.synchronize();
+      const auto start = Clock::now();
+      TensorList discarded = backward_stage(fresh, std::move(gradients));
+      probe.synchronize();
+      if (run >= options.warmup_runs())
+        times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    stage.backward_s = median(times);
+
+    // Only graph i, d_{i+1} and a_i may hold the step's bytes here, as in the Executor.
+    activations[i + 1].clear();
+    const int64_t before = probe.live();
+    probe.reset_peak();
+    TensorList produced = backward_stage(graphs[i], std::move(incoming));
+    const int64_t peak = probe.peak();
+    graphs[i] = StageGraph();
+    const int64_t input_gradient_bytes = i > 0 ? stage.input_bytes : 0;
+    stage.backward_temp_bytes = std::max<int64_t>(peak - before - input_gradient_bytes, 0);
+    if (i == length - 1) {
+      stage.backward_temp_bytes = std::max(stage.backward_temp_bytes, loss_temp_bytes - input_gradient_bytes);
+    }
+    incoming = std::move(produced);
+  }
+  incoming.clear();
+
+  FixedBytes& fixed = profile.fixed_breakdown;
+  TensorList held = distinct_parameters(chain);
+  for (const torch::Tensor& parameter : held) {
+    if (parameter.requires_grad()) {
+      fixed.gradients_bytes += parameter.numel() * static_cast<int64_t>(parameter.element_size());
+    }
+  }
+  for (const torch::Tensor& buffer : chain.buffers()) held.push_back(buffer);
+  fixed.parameters_bytes = tensor_bytes(held);
+  fixed.optimizer_bytes = options.optimizer_bytes();
+  TensorList inputs = batch.inputs;
+  inputs.insert(inputs.end(), batch.targets.begin(), batch.targets.end());
+  fixed.inputs_bytes = tensor_bytes(inputs);
+  profile.fixed_bytes = fixed.total();
+
+  for (int i = 0; i + 1 < length; ++i) {
+    if (profile.stages[i].output_bytes != profile.stages[i + 1].input_bytes) {
+      throw RuntimeError("profile_chain: " + stage_label(chain, i) + " produced " +
+                         std::to_string(profile.stages[i].output_bytes) + " bytes but " +
+                         stage_label(chain, i + 1) + " read " +
+                         std::to_string(profile.stages[i + 1].input_bytes) + " bytes");
+    }
+  }
+  validate_profile(profile, "measured profile of " + options.model());
+  return profile;
+}
+
+}  // namespace memento
