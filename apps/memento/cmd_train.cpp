@@ -1,8 +1,355 @@
-// PLACEHOLDER until the command lands: replaced by its real implementation.
+// `memento train`: trains a zoo model under a planner's schedule and a memory budget, and
+// reports what checkpointing cost and saved. With no arguments it is the demo (`make demo`):
+// gpt-mini on the generated corpus, `optimal` at 50% of the store-all peak.
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
 #include "commands.h"
+#include "memento/core/budget.h"
 #include "memento/core/error.h"
+#include "memento/core/planner.h"
+#include "memento/core/simulate.h"
+#include "memento/data/images.h"
+#include "memento/data/text.h"
+#include "memento/models/zoo.h"
+#include "memento/torch/profiler.h"
+#include "memento/train/progress.h"
+#include "memento/train/trainer.h"
+
 namespace memento::cli {
-void add_train_command(CLI::App& app) {
-  app.add_subcommand("train", "PLACEHOLDER")->callback([] { throw memento::Error("memento train: PLACEHOLDER"); });
+
+namespace {
+
+struct TrainArguments {
+  std::string model = "gpt-mini";
+  std::string planner = "optimal";
+  std::string budget = "50%";
+  int64_t steps = 300;
+  int64_t batch = 16;
+  int64_t seq_len = 64;
+  int64_t image_size = 32;
+  double lr = 3e-3;
+  double dropout = -1;
+  int64_t eval_every = 100;
+  int64_t eval_batches = 16;
+  int64_t compare_repeats = 3;
+  std::string save;
+  std::string resume;
+  uint64_t seed = 0;
+  std::string format = "text";
+  std::string data;
+};
+
+struct DataSets {
+  std::shared_ptr<const Dataset> train;
+  std::shared_ptr<const Dataset> validation;
+};
+
+bool is_language_model(const ModelInfo& info) {
+  return info.family == "gpt";
 }
+bool is_image_model(const ModelInfo& info) {
+  return info.family == "resnet" || info.family == "vit";
+}
+
+DataSets load_data(const TrainArguments& args, const ModelInfo& info) {
+  if (is_language_model(info)) {
+    std::vector<uint8_t> bytes;
+    std::string source;
+    if (args.data.empty()) {
+      bytes = generate_corpus(CorpusOptions().bytes(1 << 20).seed(args.seed));
+      source = "generated corpus";
+    } else {
+      bytes = read_text_file(args.data);
+      source = args.data;
+    }
+    TextSplit split = split_text(bytes, source, args.seq_len);
+    return {split.train, split.validation};
+  }
+  if (!args.data.empty()) {
+    throw InvalidArgument("--data is a text file for the language models (gpt-*); " + info.name +
+                          " trains on the generated shapes set, drop --data");
+  }
+  const auto options = ShapesOptions().image_size(args.image_size);
+  auto train =
+      std::make_shared<ImageSet>(generate_shapes(ShapesOptions(options).count(4096).seed(args.seed)));
+  auto validation = std::make_shared<ImageSet>(
+      generate_shapes(ShapesOptions(options).count(512).seed(args.seed + 1000003)));
+  return {train, validation};
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
+}
+
+// Store-all and the plan, measured side by side on the same batch and parameters, so the
+// ratio is free of drift between the beginning and the end of a run.
+struct Comparison {
+  double store_all_step_s = 0;
+  double planned_step_s = 0;
+  int64_t store_all_peak_bytes = 0;
+  int64_t planned_peak_bytes = 0;
+};
+
+Comparison compare_with_store_all(Trainer& trainer, const Schedule& planned, int64_t repeats) {
+  const Schedule store_all = store_all_schedule(trainer.model().chain->length());
+  trainer.measure_step(store_all);  // warm-up: first-touch allocations, thread pools
+  trainer.measure_step(planned);
+  std::vector<double> store_all_s, planned_s;
+  Comparison out;
+  for (int64_t r = 0; r < repeats; ++r) {
+    const TrainStep a = trainer.measure_step(store_all);
+    const TrainStep b = trainer.measure_step(planned);
+    store_all_s.push_back(a.compute_s);
+    planned_s.push_back(b.compute_s);
+    out.store_all_peak_bytes = std::max(out.store_all_peak_bytes, a.peak_bytes);
+    out.planned_peak_bytes = std::max(out.planned_peak_bytes, b.peak_bytes);
+  }
+  out.store_all_step_s = median(store_all_s);
+  out.planned_step_s = median(planned_s);
+  return out;
+}
+
+std::string format_loss(double loss) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.4f", loss);
+  return buffer;
+}
+
+nlohmann::json evaluation_json(const Evaluation& evaluation) {
+  return {{"step", evaluation.step},
+          {"loss", evaluation.loss},
+          {"accuracy",
+           std::isfinite(evaluation.accuracy) ? nlohmann::json(evaluation.accuracy) : nlohmann::json()}};
+}
+
+void run_train(const TrainArguments& args) {
+  const Format format = parse_format(args.format);
+  require_at_least(args.steps, 1, "--steps");
+  require_at_least(args.batch, 1, "--batch");
+  require_at_least(args.seq_len, 2, "--seq-len");
+  require_at_least(args.eval_every, 0, "--eval-every");
+  require_at_least(args.compare_repeats, 1, "--compare-repeats");
+  if (!(args.lr > 0) || !std::isfinite(args.lr)) throw InvalidArgument("--lr must be a positive number");
+  make_planner(args.planner);  // an unknown planner fails before any work
+
+  ModelOptions model_options;
+  model_options.batch_size = args.batch;
+  model_options.seq_len = args.seq_len;
+  model_options.image_size = args.image_size;
+  model_options.seed = args.seed;
+  model_options.dropout = args.dropout;
+  const ModelInfo info = make_model(args.model, model_options).info;
+  if (is_image_model(info)) model_options.num_classes = static_cast<int64_t>(shape_class_names().size());
+  if (!is_language_model(info) && !is_image_model(info)) {
+    throw InvalidArgument(
+        "memento train trains gpt-* models on text and resnet*/vit-* models on generated shapes; " +
+        args.model + " is a " + info.family + " model: choose another --model");
+  }
+  Model model = make_model(args.model, model_options);
+  const DataSets data = load_data(args, model.info);
+
+  // The progress and the notes go to stderr when stdout carries JSON.
+  std::ostream& log = format == Format::Json ? std::cerr : std::cout;
+  const bool interactive = stream_is_terminal(format == Format::Json ? stderr : stdout);
+
+  // Profile before the trainer exists: the trainer seeds the RNG and resets the gradients
+  // afterwards, so profiling leaves no trace in the trajectory.
+  const Batch probe = data.train->get_batch([&] {
+    std::vector<int64_t> indices(static_cast<size_t>(args.batch));
+    for (int64_t i = 0; i < args.batch; ++i) indices[static_cast<size_t>(i)] = i;
+    return indices;
+  }());
+  const std::string description =
+      args.model + " (batch " + std::to_string(args.batch) +
+      (is_language_model(model.info) ? ", seq-len " + std::to_string(args.seq_len) : "") + ")";
+  const ChainProfile profile = profile_chain(
+      *model.chain, probe, model.loss,
+      ProfilerOptions().optimizer_bytes(optimizer_state_bytes("adamw", *model.chain)).model(description));
+
+  TrainOptions train_options;
+  train_options.steps = args.steps;
+  train_options.batch_size = args.batch;
+  train_options.learning_rate = args.lr;
+  train_options.eval_batches = args.eval_batches;
+  train_options.seed = args.seed;
+  Trainer trainer(model, data.train, data.validation, train_options);
+
+  const int64_t store_all_bytes = store_all_peak_bytes(profile);
+  const int64_t budget_bytes = read_budget(args.budget, profile);
+  const Plan plan = plan_training_step(profile, args.planner, budget_bytes);
+  trainer.set_schedule(plan.schedule);
+
+  if (!args.resume.empty()) trainer.resume(args.resume);
+  if (trainer.finished()) {
+    throw InvalidArgument("checkpoint " + args.resume + " already did " + std::to_string(trainer.step()) +
+                          " steps; raise --steps above that to train further");
+  }
+
+  log << "memento train: " << args.model << " (" << model.info.parameter_count << " parameters) on "
+      << data.train->describe() << "\n";
+  log << "plan: " << args.planner << " under " << format_bytes(budget_bytes) << " ("
+      << format_percent(static_cast<double>(budget_bytes) / static_cast<double>(store_all_bytes))
+      << " of the store-all peak " << format_bytes(store_all_bytes) << "): predicted peak "
+      << format_bytes(plan.predicted_peak_bytes) << ", " << plan.recompute_count
+      << " recomputed forwards per step\n";
+  if (trainer.step() > 0) log << "resumed from " << args.resume << " at step " << trainer.step() << "\n";
+  log << std::flush;
+
+  const Comparison comparison = compare_with_store_all(trainer, plan.schedule, args.compare_repeats);
+  const double overhead = comparison.planned_step_s / comparison.store_all_step_s - 1.0;
+
+  const int64_t first_step = trainer.step();
+  const Evaluation initial = trainer.evaluate();
+  std::vector<Evaluation> evaluations{initial};
+  ProgressBar progress(log, args.steps, interactive, data.train->item_unit());
+  progress.message("step " + std::to_string(initial.step) + ": val loss " + format_loss(initial.loss));
+
+  int64_t peak_bytes = 0, items = 0, recompute_count = 0;
+  double train_s = 0;
+  std::vector<double> compute_s;
+  while (!trainer.finished()) {
+    const TrainStep step = trainer.train_step();
+    progress.update(step);
+    peak_bytes = std::max(peak_bytes, step.peak_bytes);
+    items += step.items;
+    train_s += step.step_s;
+    compute_s.push_back(step.compute_s);
+    recompute_count = step.recompute_count;
+    const bool last = trainer.finished();
+    if ((args.eval_every > 0 && step.step % args.eval_every == 0) || last) {
+      const Evaluation evaluation = trainer.evaluate();
+      if (evaluations.back().step != evaluation.step) evaluations.push_back(evaluation);
+      std::string line =
+          "step " + std::to_string(evaluation.step) + ": val loss " + format_loss(evaluation.loss);
+      if (std::isfinite(evaluation.accuracy)) line += ", accuracy " + format_percent(evaluation.accuracy);
+      // Saving at every evaluation bounds what an interruption loses; the write is atomic.
+      if (!args.save.empty()) {
+        trainer.save(args.save);
+        line += " (saved " + args.save + ")";
+      }
+      progress.message(line);
+    }
+  }
+  progress.finish();
+  const Evaluation final_evaluation = evaluations.back();
+
+  if (format == Format::Json) {
+    nlohmann::json evaluations_json = nlohmann::json::array();
+    for (const auto& evaluation : evaluations) evaluations_json.push_back(evaluation_json(evaluation));
+    print_json({{"model", args.model},
+                {"parameters", model.info.parameter_count},
+                {"data", data.train->describe()},
+                {"planner", args.planner},
+                {"steps", trainer.step()},
+                {"first_step", first_step},
+                {"batch", args.batch},
+                {"seq_len", is_language_model(model.info) ? nlohmann::json(args.seq_len) : nlohmann::json()},
+                {"initial_val_loss", initial.loss},
+                {"final_val_loss", final_evaluation.loss},
+                {"initial_val_accuracy", evaluation_json(initial)["accuracy"]},
+                {"final_val_accuracy", evaluation_json(final_evaluation)["accuracy"]},
+                {"budget_bytes", budget_bytes},
+                {"peak_bytes", peak_bytes},
+                {"predicted_peak_bytes", plan.predicted_peak_bytes},
+                {"store_all_peak_bytes", store_all_bytes},
+                {"store_all_measured_peak_bytes", comparison.store_all_peak_bytes},
+                {"fixed_bytes", profile.fixed_bytes},
+                {"min_feasible_budget_bytes", plan.min_feasible_budget_bytes},
+                {"recompute_count_per_step", recompute_count},
+                {"step_s", comparison.planned_step_s},
+                {"store_all_step_s", comparison.store_all_step_s},
+                {"overhead_vs_store_all", overhead},
+                {"train_time_s", train_s},
+                {"median_train_compute_s", median(compute_s)},
+                {"items_per_s", train_s > 0 ? static_cast<double>(items) / train_s : 0.0},
+                {"item_unit", data.train->item_unit()},
+                {"evaluations", evaluations_json},
+                {"checkpoint", args.save.empty() ? nlohmann::json() : nlohmann::json(args.save)}});
+    return;
+  }
+  auto share = [&](int64_t bytes) {
+    return format_bytes(bytes) + " (" +
+           format_percent(static_cast<double>(bytes) / static_cast<double>(store_all_bytes)) +
+           " of store-all)";
+  };
+  std::vector<std::pair<std::string, std::string>> fields = {
+      {"validation loss", format_loss(initial.loss) + " -> " + format_loss(final_evaluation.loss) +
+                              " (step " + std::to_string(initial.step) + " -> " +
+                              std::to_string(final_evaluation.step) + ")"},
+  };
+  if (std::isfinite(final_evaluation.accuracy)) {
+    fields.push_back({"validation accuracy",
+                      format_percent(initial.accuracy) + " -> " + format_percent(final_evaluation.accuracy)});
+  }
+  fields.push_back({"budget", share(budget_bytes) + ", planner " + args.planner});
+  fields.push_back({"measured peak", share(peak_bytes) + " (largest training step)"});
+  fields.push_back({"predicted peak", share(plan.predicted_peak_bytes)});
+  fields.push_back({"store-all peak", format_bytes(store_all_bytes) + " predicted, " +
+                                          format_bytes(comparison.store_all_peak_bytes) + " measured"});
+  fields.push_back({"step time", format_seconds(comparison.planned_step_s) + " vs " +
+                                     format_seconds(comparison.store_all_step_s) + " store-all: " +
+                                     format_change(overhead) + " (" + std::to_string(recompute_count) +
+                                     " recomputed forwards per step; median of " +
+                                     std::to_string(args.compare_repeats) + " side-by-side steps)"});
+  char rate[64];
+  std::snprintf(rate, sizeof rate, "%.0f %s/s", train_s > 0 ? static_cast<double>(items) / train_s : 0.0,
+                data.train->item_unit().c_str());
+  fields.push_back({"training", std::to_string(trainer.step() - first_step) + " steps in " +
+                                    format_seconds(train_s) + ", " + rate});
+  if (!args.save.empty()) fields.push_back({"checkpoint", args.save});
+  std::cout << "\nsummary\n" << format_fields(fields, "  ");
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArguments>();
+  CLI::App* command = app.add_subcommand(
+      "train",
+      "Train a model under a planner's schedule and a memory budget (no arguments: the gpt-mini demo)");
+  command
+      ->add_option("--model", args->model,
+                   "model from `memento models`: gpt-* on text, resnet*/vit-* on shapes")
+      ->capture_default_str();
+  command->add_option("--planner", args->planner, "planner from `memento plan --list`")
+      ->capture_default_str();
+  command->add_option("--budget", args->budget, "memory budget: bytes (300MiB) or % of the store-all peak")
+      ->capture_default_str();
+  command->add_option("--steps", args->steps, "optimizer steps")->capture_default_str();
+  command->add_option("--batch", args->batch, "samples per step")->capture_default_str();
+  command->add_option("--seq-len", args->seq_len, "tokens per sample (language models)")
+      ->capture_default_str();
+  command->add_option("--image-size", args->image_size, "pixels per side (vision models)")
+      ->capture_default_str();
+  command->add_option("--lr", args->lr, "peak learning rate (AdamW, warm-up + cosine)")
+      ->capture_default_str();
+  command
+      ->add_option("--eval-every", args->eval_every,
+                   "steps between validation evaluations (0: only at the end)")
+      ->capture_default_str();
+  command->add_option("--eval-batches", args->eval_batches, "validation batches per evaluation")
+      ->capture_default_str();
+  command
+      ->add_option("--compare-repeats", args->compare_repeats,
+                   "side-by-side store-all vs plan steps measured before training")
+      ->capture_default_str();
+  command->add_option("--save", args->save,
+                      "checkpoint file written at every evaluation and at the end (atomically)");
+  command->add_option("--resume", args->resume, "checkpoint file to continue from");
+  command->add_option("--seed", args->seed, "seed of the model, the data and dropout")->capture_default_str();
+  command->add_option("--data", args->data, "text file to train on instead of the generated corpus");
+  add_format_option(command, args->format);
+  command->callback([args] { run_train(*args); });
+}
+
 }  // namespace memento::cli
