@@ -188,16 +188,34 @@ MinPeakTable min_peak_table(const Costs& costs) {
 // Row storage of the fast solver: cell (a, b) keeps C(a, b, m) only for m in [lo, hi):
 // below lo (its min peak) nothing fits; from hi = store-all peak on, graph-first all the
 // way reaches the lower bound `tail` (every stage forward once and backward once).
+// Slots per pruning block (1 << kBlockShift); blocks are aligned on absolute slots so that
+// every row's per-block lower bounds line up.
+constexpr int kBlockShift = 4;
+inline int64_t block_end(int64_t k) {
+  return (k << kBlockShift) + ((int64_t{1} << kBlockShift) - 1);
+}
+
 struct Rows {
   int64_t capacity = 0;
   std::vector<int64_t> lo, hi, store_all_peak, offset;
   std::vector<double> tail;
   std::vector<double> values;
+  // coarse[coarse_offset[cell] + k - (lo >> kBlockShift)] = get(cell, block_end(k)) for
+  // the blocks k that hold a slot of [lo, hi): one lower bound per block of slots.
+  std::vector<int64_t> coarse_offset;
+  std::vector<double> coarse;
 
   double get(int64_t cell, int64_t m) const {
     if (m < lo[cell]) return kInfinity;
     if (m >= hi[cell]) return tail[cell];
     return values[offset[cell] + (m - lo[cell])];
+  }
+  // get(cell, block_end(k)), a lower bound of get(cell, m) for every m <= block_end(k).
+  double coarse_get(int64_t cell, int64_t k) const {
+    const int64_t end = block_end(k);
+    if (end < lo[cell]) return kInfinity;
+    if (end >= hi[cell]) return tail[cell];
+    return coarse[coarse_offset[cell] + k - (lo[cell] >> kBlockShift)];
   }
 };
 
@@ -258,29 +276,54 @@ void relax_range(double* best, int64_t best_lo, int64_t m0, int64_t m1, double b
   run(std::max(cut1, cut2), m1);
 }
 
-// Relaxes one option over [start, hi) of cell's row, skipping the m where it cannot win.
-// Its value is non-increasing in m, so `floor` (its value at hi - 1) bounds it below on
-// the whole range; best is non-increasing too, so the m where best <= floor form a suffix.
-void relax_option(double* best, int64_t lo, int64_t hi, int64_t start, double base, const Term& t1,
-                  const Term& t2) {
-  if (start >= hi) return;
-  auto value_at = [&](const Term& t, int64_t m) { return m < t.row_hi ? t.row[m - t.row_lo] : t.tail; };
-  const double floor = (base + value_at(t1, hi - 1)) + value_at(t2, hi - 1);
-  if (!(floor < best[start - lo])) return;
-  // First m in [start, hi) with best[m] <= floor.
-  int64_t left = start, right = hi;
-  while (left < right) {
-    const int64_t mid = left + (right - left) / 2;
-    if (best[mid - lo] <= floor) {
-      right = mid;
-    } else {
-      left = mid + 1;
-    }
-  }
-  relax_range(best, lo, start, left, base, t1, t2);
+// A checkpoint option of the cell being filled: its value at m >= start is
+// (base + right(m)) + left(m), right(m) = get(right_cell, m - shift).
+struct Option {
+  int64_t start = 0;
+  double base = 0.0;
+  int64_t shift = 0;
+  int64_t right_cell = 0, left_cell = 0;
+  Term right, left;
+};
+
+// A row's coarse samples with their range resolved: at(k) == rows.coarse_get(cell, k).
+struct CoarseRow {
+  const double* data = nullptr;  // data[k - first] for k in [first, tail_from)
+  int64_t first = 0;             // first block whose end reaches lo
+  int64_t tail_from = 0;         // first block whose end reaches hi
+  double tail = 0.0;
+
+  double at(int64_t k) const { return k < first ? kInfinity : (k >= tail_from ? tail : data[k - first]); }
+};
+
+CoarseRow coarse_row(const Rows& rows, int64_t cell) {
+  CoarseRow row;
+  const int64_t lo = rows.lo[cell];
+  const int64_t hi = rows.hi[cell];
+  row.first = lo >> kBlockShift;
+  // The first block k with block_end(k) >= hi.
+  row.tail_from = std::max(row.first, (hi - 1) >> kBlockShift);
+  if (hi > lo && block_end(row.tail_from) < hi) ++row.tail_from;
+  row.data = rows.coarse.data() + rows.coarse_offset[cell];
+  row.tail = rows.tail[cell];
+  return row;
 }
 
-void fill_row(const Costs& costs, Rows& rows, int a, int b) {
+// Per-thread buffers of fill_row, reused from cell to cell.
+struct Scratch {
+  std::vector<Option> options;
+  std::vector<double> bounds;  // bounds[option * blocks + block]
+  std::vector<double> leader_bound;
+  std::vector<int64_t> leader;
+};
+
+// Block pruning. Every option's value is non-increasing in m, so on a block of slots it
+// is at least its value at the block's last slot, and at least the same expression on
+// the sub-rows' coarse samples (taken at block ends, further right). The row's running
+// best is non-increasing too: an option whose bound is not below the best at its first
+// slot in the block cannot lower any slot of it and is skipped. Per block, the option
+// with the smallest bound is relaxed first so that the test meets a nearly final best.
+void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
   const int64_t cell = cell_index(a, b);
   const int64_t lo = rows.lo[cell];
   const int64_t hi = rows.hi[cell];
@@ -290,10 +333,12 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b) {
 
   const int64_t below = cell_index(a + 1, b);
   const int64_t graph_start = std::max(
-      {costs.graph_forward_peak(a, b), costs.graph_backward_peak(a), costs.saved(a) + rows.lo[below]});
-  relax_option(best, lo, hi, graph_start, costs.forward_backward_s(a), make_term(rows, below, costs.saved(a)),
-               Term{});
+      {costs.graph_forward_peak(a, b), costs.graph_backward_peak(a), costs.saved(a) + rows.lo[below], lo});
+  relax_range(best, lo, std::min(graph_start, hi), hi, costs.forward_backward_s(a),
+              make_term(rows, below, costs.saved(a)), Term{});
 
+  std::vector<Option>& options = scratch.options;
+  options.clear();
   int64_t chain_peak = 0;
   double forward_s = 0;
   for (int j = a + 1; j <= b; ++j) {
@@ -301,12 +346,81 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b) {
     // Longer forward chains only add peaks: no later j fits either.
     if (chain_peak >= hi) break;
     forward_s += costs.forward_s(j - 1);
-    const int64_t right = cell_index(j, b);
-    const int64_t left = cell_index(a, j - 1);
-    const int64_t start = std::max({chain_peak, costs.x(j) + rows.lo[right], rows.lo[left]});
-    relax_option(best, lo, hi, start, forward_s, make_term(rows, right, costs.x(j)),
-                 make_term(rows, left, 0));
+    Option option;
+    option.right_cell = cell_index(j, b);
+    option.left_cell = cell_index(a, j - 1);
+    option.shift = costs.x(j);
+    option.start =
+        std::max({chain_peak, option.shift + rows.lo[option.right_cell], rows.lo[option.left_cell], lo});
+    if (option.start >= hi) continue;
+    option.base = forward_s;
+    option.right = make_term(rows, option.right_cell, option.shift);
+    option.left = make_term(rows, option.left_cell, 0);
+    options.push_back(option);
   }
+
+  const int64_t first_block = lo >> kBlockShift;
+  const int64_t blocks = ((hi - 1) >> kBlockShift) - first_block + 1;
+  const size_t count = options.size();
+  if (count > 0) {
+    std::vector<double>& bounds = scratch.bounds;
+    bounds.assign(count * blocks, kInfinity);
+    scratch.leader_bound.assign(blocks, kInfinity);
+    scratch.leader.assign(blocks, -1);
+    for (size_t k = 0; k < count; ++k) {
+      const Option& option = options[k];
+      double* option_bounds = bounds.data() + k * blocks;
+      const CoarseRow right = coarse_row(rows, option.right_cell);
+      const CoarseRow left = coarse_row(rows, option.left_cell);
+      // Block k's last slot minus the shift lies in the right row's block k + right_step,
+      // except in the row's last block, which ends at hi - 1.
+      const int64_t right_step = (int64_t{1 << kBlockShift} - 1 - option.shift) >> kBlockShift;
+      const int64_t first = (option.start >> kBlockShift) - first_block;
+      for (int64_t block = first; block < blocks; ++block) {
+        const int64_t absolute = block + first_block;
+        const int64_t right_block =
+            block + 1 < blocks ? absolute + right_step : (hi - 1 - option.shift) >> kBlockShift;
+        const double bound = (option.base + right.at(right_block)) + left.at(absolute);
+        option_bounds[block] = bound;
+        if (bound < scratch.leader_bound[block]) {
+          scratch.leader_bound[block] = bound;
+          scratch.leader[block] = static_cast<int64_t>(k);
+        }
+      }
+    }
+    auto block_range = [&](int64_t block, const Option& option) {
+      const int64_t begin = std::max({(block + first_block) << kBlockShift, option.start});
+      const int64_t end = std::min(block_end(block + first_block) + 1, hi);
+      return std::make_pair(begin, end);
+    };
+    for (int64_t block = 0; block < blocks; ++block) {
+      if (scratch.leader[block] < 0) continue;
+      const Option& option = options[scratch.leader[block]];
+      const auto [begin, end] = block_range(block, option);
+      relax_range(best, lo, begin, end, option.base, option.right, option.left);
+    }
+    for (size_t k = 0; k < count; ++k) {
+      const Option& option = options[k];
+      const double* option_bounds = bounds.data() + k * blocks;
+      // Neighbouring blocks that need relaxing are relaxed in one run.
+      int64_t run_begin = 0, run_end = 0;
+      for (int64_t block = (option.start >> kBlockShift) - first_block; block < blocks; ++block) {
+        if (scratch.leader[block] == static_cast<int64_t>(k)) continue;
+        const auto [begin, end] = block_range(block, option);
+        if (!(option_bounds[block] < best[begin - lo])) continue;
+        if (begin != run_end) {
+          relax_range(best, lo, run_begin, run_end, option.base, option.right, option.left);
+          run_begin = begin;
+        }
+        run_end = end;
+      }
+      relax_range(best, lo, run_begin, run_end, option.base, option.right, option.left);
+    }
+  }
+
+  double* coarse = rows.coarse.data() + rows.coarse_offset[cell];
+  for (int64_t block = 0; block < blocks; ++block)
+    coarse[block] = rows.get(cell, block_end(block + first_block));
 }
 
 // The option whose value at (a, b, m) is smallest, evaluated exactly as fill_row does.
@@ -344,6 +458,9 @@ int choose_fast(const Costs& costs, const Rows& rows, int a, int b, int64_t m) {
   }
   return best_choice;
 }
+
+// Columns per block of the fill order (see solve_fast).
+constexpr int kColumnBlock = 4;
 
 int resolve_threads(int threads) {
   if (threads > 0) return threads;
@@ -482,24 +599,50 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
     total += std::max<int64_t>(0, rows.hi[cell] - rows.lo[cell]);
   }
   rows.values.resize(total);
-
-  // Cells of one span depend only on shorter spans: each span is a parallel sweep.
-  const int workers = resolve_threads(threads);
-  for (int span = 2; span <= stages; ++span) {
-    const int count = stages - span + 1;
-    std::atomic<int> next{0};
-    auto work = [&]() {
-      for (int a = next++; a < count; a = next++) fill_row(costs, rows, a, a + span - 1);
-    };
-    // Threads pay off only when a sweep holds enough work (cells x split points x slots).
-    const int64_t sweep_work = static_cast<int64_t>(count) * span * std::max<int64_t>(1, chain.capacity);
-    const int helpers = sweep_work > 200000 ? std::min(workers, count) - 1 : 0;
-    std::vector<std::thread> pool;
-    pool.reserve(helpers);
-    for (int t = 0; t < helpers; ++t) pool.emplace_back(work);
-    work();
-    for (std::thread& thread : pool) thread.join();
+  rows.coarse_offset.resize(cells);
+  int64_t coarse_total = 0;
+  for (int64_t cell = 0; cell < cells; ++cell) {
+    rows.coarse_offset[cell] = coarse_total;
+    if (rows.hi[cell] > rows.lo[cell]) {
+      coarse_total += ((rows.hi[cell] - 1) >> kBlockShift) - (rows.lo[cell] >> kBlockShift) + 1;
+    }
   }
+  rows.coarse.resize(coarse_total);
+
+  const int workers = resolve_threads(threads);
+  // Cells are filled by blocks of kColumnBlock columns b, each block by decreasing a, the
+  // columns of a block side by side. (a, b) needs (a + 1..b, b), filled before it in the
+  // same column, and (a, a..b - 1), filled before it in the same block or in an earlier
+  // block's row a. Neighbouring cells of this order share their sub-rows (the same
+  // column's rows, the same row a), so those mostly come from the caches. Threads take
+  // blocks in turn; a block waits, row by row, for the previous block's row a.
+  const int column_blocks = (stages + kColumnBlock - 1) / kColumnBlock;
+  std::vector<std::atomic<int>> rows_done(column_blocks);  // smallest a finished
+  for (auto& done : rows_done) done.store(std::numeric_limits<int>::max());
+  std::atomic<int> next_block{0};
+  auto work = [&]() {
+    Scratch scratch;
+    for (int block = next_block++; block < column_blocks; block = next_block++) {
+      const int first_b = block * kColumnBlock;
+      const int last_b = std::min(stages, first_b + kColumnBlock) - 1;
+      for (int a = last_b; a >= 0; --a) {
+        if (block > 0) {
+          while (rows_done[block - 1].load(std::memory_order_acquire) > a) std::this_thread::yield();
+        }
+        for (int b = std::max(a, first_b); b <= last_b; ++b) fill_row(costs, rows, a, b, scratch);
+        rows_done[block].store(a, std::memory_order_release);
+      }
+    }
+  };
+  // Threads pay off only when the table holds enough work (cells x split points x slots).
+  const int64_t table_work =
+      static_cast<int64_t>(stages) * stages * stages / 6 * std::max<int64_t>(1, chain.capacity);
+  const int helpers = table_work > 2000000 ? std::min(workers, column_blocks) - 1 : 0;
+  std::vector<std::thread> pool;
+  pool.reserve(helpers);
+  for (int t = 0; t < helpers; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& thread : pool) thread.join();
 
   const int64_t top = cell_index(0, chain.length);
   solution.feasible = true;
