@@ -1,8 +1,266 @@
-// PLACEHOLDER until the command lands: replaced by its real implementation.
+// `memento verify`: runs one step per planner through the Executor and one plain autograd
+// step from the identical state, and reports whether the gradients are bit-identical and
+// how measured peak memory and step time compare with the plan's predictions.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
 #include "commands.h"
+#include "memento/core/budget.h"
 #include "memento/core/error.h"
+#include "memento/core/planner.h"
+#include "memento/models/zoo.h"
+#include "memento/torch/executor.h"
+#include "memento/torch/memory.h"
+#include "memento/torch/profiler.h"
+
 namespace memento::cli {
-void add_verify_command(CLI::App& app) {
-  app.add_subcommand("verify", "PLACEHOLDER")->callback([] { throw memento::Error("memento verify: PLACEHOLDER"); });
+
+namespace {
+
+struct VerifyArgs {
+  std::string model_name;
+  std::string planners_text = "all";
+  std::string budget_text = "100%";
+  int64_t batch_size = 0;
+  int64_t seq_len = 0;
+  std::string granularity = "block";
+  int64_t seed = 0;
+  int64_t slots = 500;
+  std::string format_text = "text";
+};
+
+struct Row {
+  std::string planner;
+  std::string status;  // "ok", "infeasible", "unavailable", "mismatch"
+  std::string note;
+  bool ran = false;
+  bool bitwise_equal = false;
+  double max_abs_grad_diff = 0;
+  int64_t measured_peak_bytes = 0;
+  int64_t predicted_peak_bytes = 0;
+  int64_t min_feasible_budget_bytes = 0;
+  double step_s = 0;
+  double predicted_step_s = 0;
+  int recompute_count = 0;
+};
+
+// The state every step starts from: zero-filled gradients (allocated, so they count as
+// fixed bytes as in the profile) and the buffers as they were before the first step.
+class StepState {
+ public:
+  explicit StepState(Chain& chain) : chain_(chain) {
+    for (const torch::Tensor& buffer : chain.buffers()) buffers_.push_back(buffer.clone());
+  }
+  void reset(uint64_t seed) {
+    torch::NoGradGuard no_grad;
+    for (torch::Tensor& parameter : chain_.parameters()) {
+      if (!parameter.requires_grad()) continue;
+      if (parameter.grad().defined()) {
+        parameter.mutable_grad().zero_();
+      } else {
+        parameter.mutable_grad() = torch::zeros_like(parameter);
+      }
+    }
+    auto current = chain_.buffers();
+    for (size_t k = 0; k < current.size(); ++k) current[k].copy_(buffers_[k]);
+    torch::manual_seed(seed);
+  }
+  std::vector<torch::Tensor> gradients() const {
+    std::vector<torch::Tensor> grads;
+    for (const torch::Tensor& parameter : chain_.parameters()) grads.push_back(parameter.grad().clone());
+    return grads;
+  }
+
+ private:
+  Chain& chain_;
+  std::vector<torch::Tensor> buffers_;
+};
+
+bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
+  const torch::Tensor x = a.contiguous().cpu();
+  const torch::Tensor y = b.contiguous().cpu();
+  return std::memcmp(x.data_ptr(), y.data_ptr(), x.numel() * x.element_size()) == 0;
 }
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.defined() != b.defined() || (a.defined() && a.sizes() != b.sizes())) return INFINITY;
+  if (!a.defined() || a.numel() == 0) return 0;
+  return (a.cpu().to(torch::kFloat64) - b.cpu().to(torch::kFloat64)).abs().max().item<double>();
+}
+
+nlohmann::json row_json(const Row& row) {
+  nlohmann::json json = {{"planner", row.planner}, {"status", row.status}};
+  if (!row.note.empty()) json["note"] = row.note;
+  if (row.status == "infeasible") json["min_feasible_budget_bytes"] = row.min_feasible_budget_bytes;
+  if (!row.ran) return json;
+  json["bitwise_equal"] = row.bitwise_equal;
+  json["max_abs_grad_diff"] = row.max_abs_grad_diff;
+  json["measured_peak_bytes"] = row.measured_peak_bytes;
+  json["predicted_peak_bytes"] = row.predicted_peak_bytes;
+  json["step_s"] = row.step_s;
+  json["predicted_step_s"] = row.predicted_step_s;
+  json["recompute_count"] = row.recompute_count;
+  return json;
+}
+
+void run_verify(const VerifyArgs& args) {
+  const Format format = parse_format(args.format_text);
+  if (args.model_name.empty())
+    throw InvalidArgument("--model is required (see `memento models` for the names)");
+  if (args.batch_size != 0) require_at_least(args.batch_size, 1, "--batch");
+  if (args.seq_len != 0) require_at_least(args.seq_len, 1, "--seq-len");
+  require_at_least(args.slots, 1, "--slots");
+  require_at_least(args.seed, 0, "--seed");
+  if (args.granularity != "block" && args.granularity != "fine") {
+    throw InvalidArgument("--granularity must be block or fine, got \"" + args.granularity + "\"");
+  }
+  const std::vector<std::string> planners = read_planner_list(args.planners_text);
+
+  MemoryTracker::instance();  // before the model: its tensors are counted
+  ModelOptions options;
+  options.batch_size = args.batch_size;
+  options.seq_len = args.seq_len;
+  options.granularity = args.granularity;
+  Model model = make_model(args.model_name, options);
+  const Batch batch = model.example_batch(static_cast<uint64_t>(args.seed));
+  StepState state(*model.chain);
+  state.reset(static_cast<uint64_t>(args.seed));  // allocate the gradients before profiling
+  const ChainProfile profile =
+      profile_chain(*model.chain, batch, model.loss, ProfilerOptions().model(args.model_name));
+  const int64_t budget_bytes = read_budget(args.budget_text, profile);
+
+  // The reference: plain autograd from the same state.
+  const uint64_t step_seed = static_cast<uint64_t>(args.seed) + 1;
+  state.reset(step_seed);
+  const StepResult plain = plain_step(*model.chain, model.loss, batch);
+  const std::vector<torch::Tensor> reference = state.gradients();
+
+  Executor executor(model.chain, model.loss);
+  std::vector<Row> rows;
+  bool all_equal = true;
+  for (const std::string& name : planners) {
+    Row row;
+    row.planner = name;
+    Plan plan;
+    try {
+      plan = make_planner(name)->plan(
+          profile, PlannerOptions(budget_bytes).memory_slots(static_cast<int>(args.slots)));
+    } catch (const std::logic_error& e) {
+      row.status = "unavailable";
+      row.note = e.what();
+      rows.push_back(row);
+      continue;
+    }
+    if (!plan.feasible) {
+      row.status = "infeasible";
+      row.min_feasible_budget_bytes = plan.min_feasible_budget_bytes;
+      row.note = "needs at least " + format_bytes(plan.min_feasible_budget_bytes);
+      rows.push_back(row);
+      continue;
+    }
+    state.reset(step_seed);
+    const StepResult result = executor.step(plan.schedule, batch);
+    const std::vector<torch::Tensor> grads = state.gradients();
+    row.ran = true;
+    row.bitwise_equal = grads.size() == reference.size();
+    for (size_t k = 0; k < grads.size() && k < reference.size(); ++k) {
+      row.bitwise_equal = row.bitwise_equal && same_bits(grads[k], reference[k]);
+      row.max_abs_grad_diff = std::max(row.max_abs_grad_diff, max_abs_diff(grads[k], reference[k]));
+    }
+    row.bitwise_equal = row.bitwise_equal && result.loss == plain.loss;
+    // Measured on top of the bytes alive when the step began (parameters, gradients,
+    // inputs), plus the profile's fixed bytes: the same footing as the prediction.
+    row.measured_peak_bytes = result.peak_bytes - result.start_bytes + profile.fixed_bytes;
+    row.predicted_peak_bytes = plan.predicted_peak_bytes;
+    row.step_s = result.step_s;
+    row.predicted_step_s = plan.predicted_time_s;
+    row.recompute_count = result.recompute_count;
+    row.status = row.bitwise_equal ? "ok" : "mismatch";
+    all_equal = all_equal && row.bitwise_equal;
+    rows.push_back(row);
+  }
+
+  const int64_t plain_peak_bytes = plain.peak_bytes - plain.start_bytes + profile.fixed_bytes;
+  if (format == Format::Json) {
+    nlohmann::json document = {
+        {"model", args.model_name},
+        {"stage_count", profile.length()},
+        {"budget_bytes", budget_bytes},
+        {"fixed_bytes", profile.fixed_bytes},
+        {"plain", {{"measured_peak_bytes", plain_peak_bytes}, {"step_s", plain.step_s}}},
+        {"all_bitwise_equal", all_equal},
+        {"planners", nlohmann::json::array()}};
+    for (const Row& row : rows) document["planners"].push_back(row_json(row));
+    print_json(document);
+  } else {
+    std::cout << format_fields(
+        {{"model", args.model_name + " (" + std::to_string(profile.length()) + " stages)"},
+         {"budget", format_bytes(budget_bytes)},
+         {"fixed bytes", format_bytes(profile.fixed_bytes)},
+         {"plain step", format_bytes(plain_peak_bytes) + " peak, " + format_seconds(plain.step_s)}});
+    std::cout << "\n";
+    TextTable table({"planner", "status", "bitwise", "max |dgrad|", "measured peak", "predicted peak",
+                     "peak err", "step", "predicted step", "recomputes"});
+    table.align("llrrrrrrrr");
+    for (const Row& row : rows) {
+      if (!row.ran) {
+        table.add_row({row.planner, row.status + (row.note.empty() ? "" : ": " + row.note), "—", "—", "—",
+                       "—", "—", "—", "—", "—"});
+        continue;
+      }
+      const double peak_error = static_cast<double>(row.measured_peak_bytes - row.predicted_peak_bytes) /
+                                std::max<int64_t>(1, row.predicted_peak_bytes);
+      char diff[32];
+      std::snprintf(diff, sizeof(diff), "%.3g", row.max_abs_grad_diff);
+      table.add_row({row.planner, row.status, row.bitwise_equal ? "yes" : "no", diff,
+                     format_bytes(row.measured_peak_bytes), format_bytes(row.predicted_peak_bytes),
+                     format_change(peak_error), format_seconds(row.step_s),
+                     format_seconds(row.predicted_step_s), std::to_string(row.recompute_count)});
+    }
+    std::cout << table.str();
+  }
+  if (!all_equal) exit_with(kExitNegative);
+}
+
+}  // namespace
+
+void add_verify_command(CLI::App& app) {
+  auto args = std::make_shared<VerifyArgs>();
+  CLI::App* command = app.add_subcommand(
+      "verify",
+      "run one step per planner through the executor and one plain autograd step from the same state; report "
+      "bitwise gradient equality and measured vs predicted peak memory and time");
+  command->add_option("--model", args->model_name, "model name (see `memento models`)")->required();
+  command->add_option("--planners", args->planners_text, "all, or a comma-separated list of planners")
+      ->capture_default_str();
+  command
+      ->add_option(
+          "--budget", args->budget_text,
+          "memory budget for the whole step: bytes (1.5GiB, 300MB) or a share of the store-all peak (40%)")
+      ->capture_default_str();
+  command->add_option("--batch", args->batch_size, "batch size (0: the model's default)")
+      ->capture_default_str();
+  command->add_option("--seq-len", args->seq_len, "tokens per sequence for language models (0: default)")
+      ->capture_default_str();
+  command->add_option("--granularity", args->granularity, "block or fine")->capture_default_str();
+  command->add_option("--seed", args->seed, "seed of the batch and of the step's random numbers")
+      ->capture_default_str();
+  command->add_option("--slots", args->slots, "memory discretization of the dynamic-programming planners")
+      ->capture_default_str();
+  add_format_option(command, args->format_text);
+  command->callback([args] { run_verify(*args); });
+}
+
 }  // namespace memento::cli
