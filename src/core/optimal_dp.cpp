@@ -200,9 +200,9 @@ struct Rows {
   std::vector<int64_t> lo, hi, store_all_peak, offset;
   std::vector<double> tail;
   std::vector<double> values;
-  // coarse[coarse_offset[cell] + k - (lo >> kBlockShift)] = get(cell, block_end(k)) for
-  // the blocks k that hold a slot of [lo, hi): one lower bound per block of slots.
-  std::vector<int64_t> coarse_offset;
+  // coarse[cell * coarse_blocks + k] = get(cell, block_end(k)) for every block k of
+  // [0, capacity]: a lower bound of get(cell, m) for m <= block_end(k).
+  int64_t coarse_blocks = 0;
   std::vector<double> coarse;
 
   double get(int64_t cell, int64_t m) const {
@@ -210,13 +210,7 @@ struct Rows {
     if (m >= hi[cell]) return tail[cell];
     return values[offset[cell] + (m - lo[cell])];
   }
-  // get(cell, block_end(k)), a lower bound of get(cell, m) for every m <= block_end(k).
-  double coarse_get(int64_t cell, int64_t k) const {
-    const int64_t end = block_end(k);
-    if (end < lo[cell]) return kInfinity;
-    if (end >= hi[cell]) return tail[cell];
-    return coarse[coarse_offset[cell] + k - (lo[cell] >> kBlockShift)];
-  }
+  const double* coarse_row(int64_t cell) const { return coarse.data() + cell * coarse_blocks; }
 };
 
 // One addend of an option's time as a function of m: a sub-cell's row shifted by the
@@ -286,29 +280,6 @@ struct Option {
   Term right, left;
 };
 
-// A row's coarse samples with their range resolved: at(k) == rows.coarse_get(cell, k).
-struct CoarseRow {
-  const double* data = nullptr;  // data[k - first] for k in [first, tail_from)
-  int64_t first = 0;             // first block whose end reaches lo
-  int64_t tail_from = 0;         // first block whose end reaches hi
-  double tail = 0.0;
-
-  double at(int64_t k) const { return k < first ? kInfinity : (k >= tail_from ? tail : data[k - first]); }
-};
-
-CoarseRow coarse_row(const Rows& rows, int64_t cell) {
-  CoarseRow row;
-  const int64_t lo = rows.lo[cell];
-  const int64_t hi = rows.hi[cell];
-  row.first = lo >> kBlockShift;
-  // The first block k with block_end(k) >= hi.
-  row.tail_from = std::max(row.first, (hi - 1) >> kBlockShift);
-  if (hi > lo && block_end(row.tail_from) < hi) ++row.tail_from;
-  row.data = rows.coarse.data() + rows.coarse_offset[cell];
-  row.tail = rows.tail[cell];
-  return row;
-}
-
 // Per-thread buffers of fill_row, reused from cell to cell.
 struct Scratch {
   std::vector<Option> options;
@@ -327,7 +298,12 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
   const int64_t cell = cell_index(a, b);
   const int64_t lo = rows.lo[cell];
   const int64_t hi = rows.hi[cell];
-  if (lo >= hi) return;
+  double* coarse = rows.coarse.data() + cell * rows.coarse_blocks;
+  if (lo >= hi) {
+    for (int64_t block = 0; block < rows.coarse_blocks; ++block)
+      coarse[block] = rows.get(cell, block_end(block));
+    return;
+  }
   double* best = rows.values.data() + rows.offset[cell];
   std::fill(best, best + (hi - lo), kInfinity);
 
@@ -370,22 +346,24 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
     for (size_t k = 0; k < count; ++k) {
       const Option& option = options[k];
       double* option_bounds = bounds.data() + k * blocks;
-      const CoarseRow right = coarse_row(rows, option.right_cell);
-      const CoarseRow left = coarse_row(rows, option.left_cell);
       // Block k's last slot minus the shift lies in the right row's block k + right_step,
       // except in the row's last block, which ends at hi - 1.
       const int64_t right_step = (int64_t{1 << kBlockShift} - 1 - option.shift) >> kBlockShift;
+      const double* right = rows.coarse_row(option.right_cell) + first_block + right_step;
+      const double* left = rows.coarse_row(option.left_cell) + first_block;
+      const double base = option.base;
       const int64_t first = (option.start >> kBlockShift) - first_block;
+      for (int64_t block = first; block + 1 < blocks; ++block) {
+        option_bounds[block] = (base + right[block]) + left[block];
+      }
+      const int64_t last_right = (hi - 1 - option.shift) >> kBlockShift;
+      option_bounds[blocks - 1] = (base + rows.coarse_row(option.right_cell)[last_right]) + left[blocks - 1];
+      double* leader_bound = scratch.leader_bound.data();
+      int64_t* leader = scratch.leader.data();
       for (int64_t block = first; block < blocks; ++block) {
-        const int64_t absolute = block + first_block;
-        const int64_t right_block =
-            block + 1 < blocks ? absolute + right_step : (hi - 1 - option.shift) >> kBlockShift;
-        const double bound = (option.base + right.at(right_block)) + left.at(absolute);
-        option_bounds[block] = bound;
-        if (bound < scratch.leader_bound[block]) {
-          scratch.leader_bound[block] = bound;
-          scratch.leader[block] = static_cast<int64_t>(k);
-        }
+        const bool lower = option_bounds[block] < leader_bound[block];
+        leader_bound[block] = lower ? option_bounds[block] : leader_bound[block];
+        leader[block] = lower ? static_cast<int64_t>(k) : leader[block];
       }
     }
     auto block_range = [&](int64_t block, const Option& option) {
@@ -418,9 +396,8 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
     }
   }
 
-  double* coarse = rows.coarse.data() + rows.coarse_offset[cell];
-  for (int64_t block = 0; block < blocks; ++block)
-    coarse[block] = rows.get(cell, block_end(block + first_block));
+  for (int64_t block = 0; block < rows.coarse_blocks; ++block)
+    coarse[block] = rows.get(cell, block_end(block));
 }
 
 // The option whose value at (a, b, m) is smallest, evaluated exactly as fill_row does.
@@ -599,15 +576,8 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
     total += std::max<int64_t>(0, rows.hi[cell] - rows.lo[cell]);
   }
   rows.values.resize(total);
-  rows.coarse_offset.resize(cells);
-  int64_t coarse_total = 0;
-  for (int64_t cell = 0; cell < cells; ++cell) {
-    rows.coarse_offset[cell] = coarse_total;
-    if (rows.hi[cell] > rows.lo[cell]) {
-      coarse_total += ((rows.hi[cell] - 1) >> kBlockShift) - (rows.lo[cell] >> kBlockShift) + 1;
-    }
-  }
-  rows.coarse.resize(coarse_total);
+  rows.coarse_blocks = (chain.capacity >> kBlockShift) + 1;
+  rows.coarse.resize(cells * rows.coarse_blocks);
 
   const int workers = resolve_threads(threads);
   // Cells are filled by blocks of kColumnBlock columns b, each block by decreasing a, the
