@@ -23,7 +23,8 @@ const RegistryEntry kRegistry[] = {
     {"store-all", make_store_all_planner},   {"recompute-all", make_recompute_all_planner},
     {"uniform", make_uniform_planner},       {"sqrt-n", make_sqrt_n_planner},
     {"chen-greedy", make_chen_greedy_planner}, {"revolve", make_revolve_planner},
-    {"optimal", make_optimal_planner},
+    {"optimal", make_optimal_planner},       {"mutwo", make_mutwo_planner},
+    {"selective", make_selective_planner},
 };
 
 }  // namespace

@@ -15,5 +15,7 @@ std::unique_ptr<Planner> make_sqrt_n_planner();
 std::unique_ptr<Planner> make_chen_greedy_planner();
 std::unique_ptr<Planner> make_revolve_planner();
 std::unique_ptr<Planner> make_optimal_planner();
+std::unique_ptr<Planner> make_mutwo_planner();
+std::unique_ptr<Planner> make_selective_planner();
 
 }  // namespace memento

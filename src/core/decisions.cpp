@@ -1,0 +1,75 @@
+#include "decisions.h"
+
+#include <algorithm>
+#include <string>
+
+#include "memento/core/error.h"
+
+namespace memento {
+namespace detail {
+
+Schedule schedule_from_decisions(const ChainProfile& profile, const std::vector<StageDecision>& decisions) {
+  const int length = profile.length();
+  if (static_cast<int>(decisions.size()) != length) {
+    throw InvalidArgument("stage decisions: got " + std::to_string(decisions.size()) +
+                          " decisions for a chain of " + std::to_string(length) +
+                          " stages; give exactly one keep/recompute decision per stage");
+  }
+  Schedule schedule;
+  schedule.reserve(2 * static_cast<size_t>(length) + 1 + static_cast<size_t>(count_recomputed(decisions)));
+  for (int i = 0; i < length; ++i) {
+    // Fc rather than Fn: a recomputed stage's input must survive until its backward
+    // (Fn would drop the copy a recomputed predecessor stored).
+    schedule.push_back(decisions[i] == StageDecision::Keep ? Op::forward_with_graph(i)
+                                                           : Op::forward_checkpoint(i));
+  }
+  schedule.push_back(Op::loss());
+  for (int i = length - 1; i >= 0; --i) {
+    if (decisions[i] == StageDecision::Recompute) schedule.push_back(Op::forward_with_graph(i));
+    schedule.push_back(Op::backward(i));
+  }
+  return schedule;
+}
+
+int64_t stage_held_bytes(const StageProfile& stage, StageDecision decision) {
+  return decision == StageDecision::Recompute ? stage.output_bytes : stage.saved_bytes;
+}
+
+int64_t stage_peak_bytes(const ChainProfile& profile, int stage, StageDecision decision,
+                         int64_t held_before_bytes) {
+  const StageProfile& costs = profile.stages[stage];
+  const bool last = stage + 1 == profile.length();
+  const int64_t forward_bytes =
+      held_before_bytes + stage_held_bytes(costs, decision) + costs.forward_temp_bytes;
+  const int64_t backward_bytes = held_before_bytes + costs.saved_bytes + costs.output_bytes +
+                                 (stage > 0 ? costs.input_bytes : 0) + costs.backward_temp_bytes;
+  int64_t peak_bytes = std::max(forward_bytes, backward_bytes);
+  if (decision == StageDecision::Recompute) {
+    peak_bytes = std::max(peak_bytes, held_before_bytes + costs.output_bytes + costs.saved_bytes +
+                                          costs.forward_temp_bytes + (last ? costs.output_bytes : 0));
+  }
+  return peak_bytes;
+}
+
+int64_t decisions_peak_bytes(const ChainProfile& profile, const std::vector<StageDecision>& decisions) {
+  const int length = profile.length();
+  if (static_cast<int>(decisions.size()) != length) {
+    throw InvalidArgument("stage decisions: got " + std::to_string(decisions.size()) +
+                          " decisions for a chain of " + std::to_string(length) +
+                          " stages; give exactly one keep/recompute decision per stage");
+  }
+  int64_t held_bytes = profile.fixed_bytes;
+  int64_t peak_bytes = held_bytes;
+  for (int i = 0; i < length; ++i) {
+    peak_bytes = std::max(peak_bytes, stage_peak_bytes(profile, i, decisions[i], held_bytes));
+    held_bytes += stage_held_bytes(profile.stages[i], decisions[i]);
+  }
+  return std::max(peak_bytes, held_bytes + profile.stages.back().output_bytes);  // the Loss op
+}
+
+int count_recomputed(const std::vector<StageDecision>& decisions) {
+  return static_cast<int>(std::count(decisions.begin(), decisions.end(), StageDecision::Recompute));
+}
+
+}  // namespace detail
+}  // namespace memento
