@@ -105,8 +105,8 @@ class MutwoPlanner : public Planner {
  public:
   std::string name() const override { return "mutwo"; }
   std::string description() const override {
-    return "μ-TWO greedy: from store-all, recompute the stage freeing the most peak bytes per second of "
-           "recomputation until the simulated peak fits";
+    return "mu-TWO greedy (Purandare et al. 2023): from store-all, recompute the stage freeing the most "
+           "peak bytes per second of recomputation until the simulated peak fits";
   }
 
   Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
