@@ -316,7 +316,7 @@ std::vector<std::string> model_names() {
 
 std::vector<ModelInfo> model_infos() {
   std::vector<ModelInfo> infos;
-  for (const Definition& definition : definitions()) infos.push_back(info_of(definition.defaults));
+  for (const Definition& definition : definitions()) infos.push_back(model_info(definition.defaults.name));
   return infos;
 }
 

@@ -57,7 +57,7 @@ TEST(ModelsZoo, ListsEveryFamilyWithShapes) {
   std::set<std::string> families, unique_names;
   for (size_t index = 0; index < infos.size(); ++index) {
     EXPECT_EQ(infos[index].name, names[index]);
-    EXPECT_GT(infos[index].parameter_count, 0) << names[index];
+    EXPECT_EQ(infos[index].parameter_count, count_parameters(names[index])) << names[index];
     EXPECT_FALSE(infos[index].input_shape.empty()) << names[index];
     EXPECT_FALSE(infos[index].description.empty()) << names[index];
     families.insert(infos[index].family);
@@ -69,6 +69,8 @@ TEST(ModelsZoo, ListsEveryFamilyWithShapes) {
                                "resnet18", "resnet50", "vit-tiny", "vit-small", "vit-base", "mlp"}) {
     EXPECT_TRUE(unique_names.count(required)) << required;
   }
+  EXPECT_EQ(infos[2].name, "gpt2-small");
+  EXPECT_EQ(infos[2].parameter_count, 124439808);
   EXPECT_EQ(model_info("gpt2-small").input_shape, "[8, 1024] tokens");
   EXPECT_EQ(model_info("resnet50").input_shape, "[32, 3, 224, 224] images");
 }
