@@ -5,8 +5,9 @@
 //   batch, interleaved so that drift hits both; counters: plain_ms, executor_ms and
 //   overhead (executor / plain - 1). Target: at most 3%.
 // BM_StepVsPredicted/<planner>: the chain is profiled with the Profiler, planned at 60%
-//   of the store-all peak, and executed; counters: measured_ms, predicted_ms (simulate's
-//   time from the profile) and error (measured / predicted - 1). Target: within 15%.
+//   of the store-all activation bytes above the fixed bytes (store-all at 100%), and executed; counters:
+//   measured_ms, predicted_ms (simulate's time from the profile) and error (measured / predicted - 1).
+//   Target: within 15%.
 // Run with OMP_NUM_THREADS set to the core count you want measured.
 #include <algorithm>
 #include <chrono>
@@ -83,11 +84,15 @@ void BM_StepVsPredicted(benchmark::State& state, const std::string& planner) {
   const memento::ChainProfile profile =
       memento::profile_chain(*setup.chain, setup.batch, setup.loss,
                              memento::ProfilerOptions().warmup_runs(2).timed_runs(7).model("mlp"));
+  // 60% of the activation memory above the fixed bytes (parameters and gradients dominate
+  // this MLP's total, so 60% of the total would be below any schedule's floor); store-all at 100%.
+  const int64_t activation_bytes = memento::store_all_peak_bytes(profile) - profile.fixed_bytes;
+  const double share = planner == "store-all" ? 1.0 : 0.6;
   const int64_t budget =
-      static_cast<int64_t>(0.6 * static_cast<double>(memento::store_all_peak_bytes(profile)));
+      profile.fixed_bytes + static_cast<int64_t>(share * static_cast<double>(activation_bytes));
   const memento::Plan plan = memento::make_planner(planner)->plan(profile, memento::PlannerOptions(budget));
   if (!plan.feasible) {
-    state.SkipWithError(("planner " + planner + " is infeasible at 60% of the store-all peak").c_str());
+    state.SkipWithError(("planner " + planner + " is infeasible at 60% of the activation bytes").c_str());
     return;
   }
   memento::Executor executor(setup.chain, setup.loss);
