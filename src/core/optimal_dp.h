@@ -59,9 +59,12 @@ MinPeak min_peak(const DiscreteChain& chain);
 Solution solve_reference(const DiscreteChain& chain);
 
 /// Fast solver, same optimum as solve_reference (to floating-point rounding). Computes
-/// each (a, b) row only over [min peak, store-all peak), relaxes whole rows at once,
-/// prunes split points with lower bounds, and spreads the cells of one segment length
-/// over `threads` threads (0: the machine's cores, at most 8).
+/// each (a, b) row only over [min peak, store-all peak), relaxes ranges of slots at once,
+/// skips (split point, block of 16 slots) pairs whose lower bound from coarse per-block
+/// samples cannot beat the row's best, and fills blocks of columns on `threads` threads
+/// in a pipeline (0: the machine's cores, at most 8).
+///
+///     const Solution plan = solve_fast(discretize(profile, room_bytes, 500), 2);
 Solution solve_fast(const DiscreteChain& chain, int threads = 0);
 
 }  // namespace optimal_dp
