@@ -349,12 +349,14 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
       // Block k's last slot minus the shift lies in the right row's block k + right_step,
       // except in the row's last block, which ends at hi - 1.
       const int64_t right_step = (int64_t{1 << kBlockShift} - 1 - option.shift) >> kBlockShift;
-      const double* right = rows.coarse_row(option.right_cell) + first_block + right_step;
+      // right_step is negative by up to the shift's blocks: index from the row's start.
+      const double* right = rows.coarse_row(option.right_cell);
+      const int64_t right_offset = first_block + right_step;
       const double* left = rows.coarse_row(option.left_cell) + first_block;
       const double base = option.base;
       const int64_t first = (option.start >> kBlockShift) - first_block;
       for (int64_t block = first; block + 1 < blocks; ++block) {
-        option_bounds[block] = (base + right[block]) + left[block];
+        option_bounds[block] = (base + right[right_offset + block]) + left[block];
       }
       const int64_t last_right = (hi - 1 - option.shift) >> kBlockShift;
       option_bounds[blocks - 1] = (base + rows.coarse_row(option.right_cell)[last_right]) + left[blocks - 1];
