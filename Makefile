@@ -15,7 +15,7 @@ DEB_PACKAGES := build-essential cmake ninja-build clang libclang-rt-14-dev \
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build build-core test test-core test-asan demo bench fuzz clean format
+.PHONY: all deps build build-core test test-asan demo bench fuzz clean format
 
 all: build
 
@@ -42,9 +42,6 @@ build-core:
 # Core tests under AddressSanitizer + UBSan (cheap: the core has no LibTorch).
 test-asan: deps build-core
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
-
-test-core: build
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -R '^(Profile|Schedule|Simulate|Budget|Planner|Optimal|Revolve|Chen|Uniform|Registry|Json|Exhaustive)'
 
 test: build test-asan
 	cd $(BUILD_DIR) && OMP_NUM_THREADS=1 ctest --output-on-failure -j $(JOBS)
