@@ -423,27 +423,10 @@ void Executor::run_backward(int stage, int op_index) {
   TensorList incoming = std::move(*s.gradients[stage + 1]);
   s.gradients[stage + 1].reset();
 
-  torch::autograd::edge_list roots;
-  torch::autograd::variable_list root_gradients;
-  for (size_t k = 0; k < graph.outputs.size() && k < incoming.size(); ++k) {
-    const torch::Tensor& output = graph.outputs[k];
-    if (!output.defined() || !output.requires_grad() || !incoming[k].defined()) continue;
-    roots.push_back(torch::autograd::impl::gradient_edge(output));
-    root_gradients.push_back(std::move(incoming[k]));
-  }
-  // Only the graph keeps what its backward needs: dropping our references to the outputs
-  // and d_{i+1} lets the engine free them as soon as it is done with them.
-  graph.outputs.clear();
-  incoming.clear();
   {
     MemoryScope scope(MemoryCategory::Gradients);
-    if (!roots.empty()) {
-      torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
-                                                            /*create_graph=*/false, /*accumulate_grad=*/true);
-    }
+    detail::run_stage_backward(graph.outputs, incoming);
   }
-  root_gradients.clear();
-  roots.clear();
   if (stage > 0) {
     TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};
     d.resize(graph.inputs.size());

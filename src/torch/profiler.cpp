@@ -1,5 +1,7 @@
 #include "memento/torch/profiler.h"
 
+#include "replay_state.h"
+
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -107,22 +109,7 @@ TensorList forward_no_grad(Chain& chain, int stage, const TensorList& inputs) {
 // before the engine starts), parameter gradients accumulate, and d_i is taken from the
 // input leaves. Consumes `graph` and `incoming`.
 TensorList backward_stage(StageGraph& graph, TensorList incoming) {
-  torch::autograd::edge_list roots;
-  torch::autograd::variable_list root_gradients;
-  for (size_t k = 0; k < graph.outputs.size() && k < incoming.size(); ++k) {
-    const torch::Tensor& output = graph.outputs[k];
-    if (!output.defined() || !output.requires_grad() || !incoming[k].defined()) continue;
-    roots.push_back(torch::autograd::impl::gradient_edge(output));
-    root_gradients.push_back(std::move(incoming[k]));
-  }
-  graph.outputs.clear();
-  incoming.clear();
-  if (!roots.empty()) {
-    torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
-                                                          /*create_graph=*/false, /*accumulate_grad=*/true);
-  }
-  root_gradients.clear();
-  roots.clear();
+  detail::run_stage_backward(graph.outputs, incoming);
   TensorList input_gradients;
   input_gradients.reserve(graph.inputs.size());
   for (torch::Tensor& input : graph.inputs) {

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
@@ -229,5 +230,27 @@ struct TensorSignature {
     return text + "] on " + device.str();
   }
 };
+
+// Runs the autograd engine on one stage's local graph, from its outputs with the incoming
+// gradients d_{i+1}. Consumes both lists first: only the graph then holds what its
+// backward needs, so the engine frees outputs and d_{i+1} as soon as it is done with them
+// (the Executor's measured peak and the Profiler's backward_temp_bytes rely on it).
+// Parameter gradients accumulate as in plain autograd.
+inline void run_stage_backward(std::vector<torch::Tensor>& outputs, std::vector<torch::Tensor>& incoming) {
+  torch::autograd::edge_list roots;
+  torch::autograd::variable_list root_gradients;
+  for (size_t k = 0; k < outputs.size() && k < incoming.size(); ++k) {
+    const torch::Tensor& output = outputs[k];
+    if (!output.defined() || !output.requires_grad() || !incoming[k].defined()) continue;
+    roots.push_back(torch::autograd::impl::gradient_edge(output));
+    root_gradients.push_back(std::move(incoming[k]));
+  }
+  outputs.clear();
+  incoming.clear();
+  if (!roots.empty()) {
+    torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
+                                                          /*create_graph=*/false, /*accumulate_grad=*/true);
+  }
+}
 
 }  // namespace memento::detail
