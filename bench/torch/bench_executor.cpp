@@ -83,7 +83,7 @@ void BM_StepVsPredicted(benchmark::State& state, const std::string& planner) {
   Setup setup = make_setup();
   const memento::ChainProfile profile =
       memento::profile_chain(*setup.chain, setup.batch, setup.loss,
-                             memento::ProfilerOptions().warmup_runs(2).timed_runs(7).model("mlp"));
+                             memento::ProfilerOptions().warmup_runs(3).timed_runs(15).model("mlp"));
   // 60% of the activation memory above the fixed bytes (parameters and gradients dominate
   // this MLP's total, so 60% of the total would be below any schedule's floor). The two
   // budget-independent schedules run without a limit: recompute-all keeps every stage input,

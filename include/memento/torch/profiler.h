@@ -27,6 +27,10 @@
 ///   that the Backward(L-1) peak simulate predicts covers the Loss op's measured peak.
 /// - `forward_s`: median wall time of the forward with grad; `backward_s`: median wall
 ///   time of the stage's backward (each timed backward runs on a freshly built graph).
+///   The last stage's `backward_s` also holds the median time of the loss's forward and
+///   backward, since the simulator gives the `Loss` op no time of its own. Finally every
+///   stage time is scaled by (median time of a plain forward/loss/backward step) / (sum of
+///   the stage times): stages timed alone run hot in cache, a real step does not.
 /// - `flops`: 0 (not estimated).
 /// - `fixed_bytes` = parameters + gradients + optimizer state + inputs, with
 ///   `fixed_breakdown`: parameters_bytes (parameters and buffers, distinct storages),
