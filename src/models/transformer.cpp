@@ -500,6 +500,42 @@ void expect_inputs(const TensorList& inputs, size_t count, const std::string& st
 
 }  // namespace
 
+// The final norm and the head: one "head" stage at block granularity, a "norm" and a
+// "head" stage at fine granularity. `classifier` owns the head's parameters; it is null for
+// a head that reads tied weights registered by another stage.
+void add_norm_and_head(Chain& chain, nn::LayerNorm final_norm, std::function<Tensor(const Tensor&)> head,
+                       std::shared_ptr<nn::Module> classifier, bool fine) {
+  if (fine) {
+    chain.add_stage("final_norm", "norm",
+                    make_stage(
+                        [final_norm](const TensorList& inputs) mutable -> TensorList {
+                          expect_inputs(inputs, 1, "final_norm", "{hidden}");
+                          return {final_norm->forward(inputs[0])};
+                        },
+                        final_norm.ptr()));
+    chain.add_stage("head", "head",
+                    make_stage(
+                        [head](const TensorList& inputs) -> TensorList {
+                          expect_inputs(inputs, 1, "head", "{normed hidden}");
+                          return {head(inputs[0])};
+                        },
+                        classifier));
+    return;
+  }
+  std::shared_ptr<nn::Module> owner = final_norm.ptr();
+  if (classifier) {
+    owner = std::make_shared<BundleImpl>(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
+        {"final_norm", final_norm.ptr()}, {"classifier", classifier}});
+  }
+  chain.add_stage("head", "head",
+                  make_stage(
+                      [final_norm, head](const TensorList& inputs) mutable -> TensorList {
+                        expect_inputs(inputs, 1, "head", "{hidden}");
+                        return {head(final_norm->forward(inputs[0]))};
+                      },
+                      owner));
+}
+
 BuiltNetwork build_gpt(const ModelConfig& config) {
   at::Generator generator = at::detail::createCPUGenerator(config.seed);
   Gpt gpt(config);
@@ -522,30 +558,10 @@ BuiltNetwork build_gpt(const ModelConfig& config) {
   add_blocks(*chain, gpt->blocks, /*has_mask=*/false, config.fine);
   // The head reads the token embedding's weight without registering it (tied weights):
   // the parameter is listed once, under the embed stage, and both stages accumulate into it.
-  nn::LayerNorm final_norm = gpt->final_norm;
   nn::Embedding tokens = gpt->embedding->tokens;
-  auto project = [tokens](const Tensor& normed) { return torch::linear(normed, tokens->weight); };
-  if (config.fine) {
-    chain->add_stage("final_norm", "norm",
-                     make_stage(
-                         [final_norm](const TensorList& inputs) mutable -> TensorList {
-                           expect_inputs(inputs, 1, "final_norm", "{hidden}");
-                           return {final_norm->forward(inputs[0])};
-                         },
-                         final_norm.ptr()));
-    chain->add_stage("head", "head", make_stage([project](const TensorList& inputs) -> TensorList {
-                       expect_inputs(inputs, 1, "head", "{normed hidden}");
-                       return {project(inputs[0])};
-                     }));
-  } else {
-    chain->add_stage("head", "head",
-                     make_stage(
-                         [final_norm, project](const TensorList& inputs) mutable -> TensorList {
-                           expect_inputs(inputs, 1, "head", "{hidden}");
-                           return {project(final_norm->forward(inputs[0]))};
-                         },
-                         final_norm.ptr()));
-  }
+  add_norm_and_head(
+      *chain, gpt->final_norm,
+      [tokens](const Tensor& normed) { return torch::linear(normed, tokens->weight); }, nullptr, config.fine);
   return {chain, [gpt](const TensorList& inputs) mutable -> TensorList {
             expect_inputs(inputs, 1, "gpt", "{tokens}");
             return {gpt->forward(inputs[0])};
@@ -599,35 +615,11 @@ BuiltNetwork build_vit(const ModelConfig& config) {
                        },
                        embedding.ptr()));
   add_blocks(*chain, vit->blocks, /*has_mask=*/false, config.fine);
-  nn::LayerNorm final_norm = vit->final_norm;
   nn::Linear classifier = vit->classifier;
-  if (config.fine) {
-    chain->add_stage("final_norm", "norm",
-                     make_stage(
-                         [final_norm](const TensorList& inputs) mutable -> TensorList {
-                           expect_inputs(inputs, 1, "final_norm", "{hidden}");
-                           return {final_norm->forward(inputs[0])};
-                         },
-                         final_norm.ptr()));
-    chain->add_stage("head", "head",
-                     make_stage(
-                         [classifier](const TensorList& inputs) mutable -> TensorList {
-                           expect_inputs(inputs, 1, "head", "{normed hidden}");
-                           return {classifier->forward(inputs[0].select(1, 0))};
-                         },
-                         classifier.ptr()));
-  } else {
-    auto owner =
-        std::make_shared<BundleImpl>(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
-            {"final_norm", final_norm.ptr()}, {"classifier", classifier.ptr()}});
-    chain->add_stage("head", "head",
-                     make_stage(
-                         [final_norm, classifier](const TensorList& inputs) mutable -> TensorList {
-                           expect_inputs(inputs, 1, "head", "{hidden}");
-                           return {classifier->forward(final_norm->forward(inputs[0]).select(1, 0))};
-                         },
-                         owner));
-  }
+  add_norm_and_head(
+      *chain, vit->final_norm,
+      [classifier](const Tensor& normed) mutable { return classifier->forward(normed.select(1, 0)); },
+      classifier.ptr(), config.fine);
   return {chain, [vit](const TensorList& inputs) mutable -> TensorList {
             expect_inputs(inputs, 1, "vit", "{images}");
             return {vit->forward(inputs[0])};
