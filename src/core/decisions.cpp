@@ -40,7 +40,8 @@ int64_t stage_peak_bytes(const ChainProfile& profile, int stage, StageDecision d
   const StageProfile& costs = profile.stages[stage];
   const bool last = stage + 1 == profile.length();
   const int64_t forward_bytes =
-      held_before_bytes + stage_held_bytes(costs, decision) + costs.forward_temp_bytes;
+      held_before_bytes + stage_held_bytes(costs, decision) +
+      (decision == StageDecision::Recompute ? costs.no_grad_temp_bytes() : costs.forward_temp_bytes);
   const int64_t backward_bytes = held_before_bytes + costs.saved_bytes + costs.output_bytes +
                                  (stage > 0 ? costs.input_bytes : 0) + costs.backward_temp_bytes;
   int64_t peak_bytes = std::max(forward_bytes, backward_bytes);

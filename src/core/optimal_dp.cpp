@@ -56,8 +56,8 @@ class Costs {
   // The forward op that ends the chain of a checkpoint at j (j > a): Fc(a) for j == a + 1,
   // Fn(j - 1) otherwise, each while d_{b+1} is alive. a_a belongs to the caller.
   int64_t checkpoint_step_peak(int a, int j, int b) const {
-    if (j == a + 1) return d(b + 1) + x(a + 1) + chain_.forward_temp[a];
-    return d(b + 1) + x(j - 1) + x(j) + chain_.forward_temp[j - 1];
+    if (j == a + 1) return d(b + 1) + x(a + 1) + chain_.no_grad_temp[a];
+    return d(b + 1) + x(j - 1) + x(j) + chain_.no_grad_temp[j - 1];
   }
 
  private:
@@ -114,6 +114,7 @@ DiscreteChain convert(const ChainProfile& profile, int64_t capacity, int64_t (*u
   for (const StageProfile& stage : profile.stages) {
     chain.saved.push_back(units(stage.saved_bytes, memory_bytes, slots));
     chain.forward_temp.push_back(units(stage.forward_temp_bytes, memory_bytes, slots));
+    chain.no_grad_temp.push_back(units(stage.no_grad_temp_bytes(), memory_bytes, slots));
     chain.backward_temp.push_back(units(stage.backward_temp_bytes, memory_bytes, slots));
     chain.forward_s.push_back(stage.forward_s);
     chain.backward_s.push_back(stage.backward_s);

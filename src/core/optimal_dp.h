@@ -22,7 +22,8 @@ struct DiscreteChain {
   int length = 0;                      ///< L, real stages (the loss stage L is implicit)
   std::vector<int64_t> activation;     ///< L + 1 entries: size of a_0..a_L in units
   std::vector<int64_t> saved;          ///< L entries
-  std::vector<int64_t> forward_temp;   ///< L entries
+  std::vector<int64_t> forward_temp;   ///< L entries, forward with grad
+  std::vector<int64_t> no_grad_temp;   ///< L entries, forward without grad
   std::vector<int64_t> backward_temp;  ///< L entries
   std::vector<double> forward_s;       ///< L entries
   std::vector<double> backward_s;      ///< L entries

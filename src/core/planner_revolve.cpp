@@ -115,7 +115,7 @@ class RevolvePlanner : public Planner {
       largest_activation_bytes = std::max(largest_activation_bytes, stage.output_bytes);
     }
     for (const StageProfile& stage : profile.stages) {
-      transient_bytes = std::max({transient_bytes, largest_activation_bytes + stage.forward_temp_bytes,
+      transient_bytes = std::max({transient_bytes, largest_activation_bytes + stage.no_grad_temp_bytes(),
                                   stage.saved_bytes + stage.forward_temp_bytes,
                                   stage.saved_bytes + largest_activation_bytes + stage.backward_temp_bytes});
     }

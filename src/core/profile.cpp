@@ -117,6 +117,9 @@ void validate_profile(const ChainProfile& profile, const std::string& source) {
     check_bytes(stage.saved_bytes, where, "saved_bytes");
     check_bytes(stage.forward_temp_bytes, where, "forward_temp_bytes");
     check_bytes(stage.backward_temp_bytes, where, "backward_temp_bytes");
+    if (stage.forward_no_grad_temp_bytes) {
+      check_bytes(*stage.forward_no_grad_temp_bytes, where, "forward_no_grad_temp_bytes");
+    }
     if (!std::isfinite(stage.flops) || stage.flops < 0) {
       throw ProfileError(where + ": field \"flops\" must be a finite number >= 0");
     }
@@ -147,6 +150,9 @@ json profile_to_json(const ChainProfile& profile) {
                       {"forward_temp_bytes", stage.forward_temp_bytes},
                       {"backward_temp_bytes", stage.backward_temp_bytes},
                       {"flops", stage.flops}});
+    if (stage.forward_no_grad_temp_bytes) {
+      stages.back()["forward_no_grad_temp_bytes"] = *stage.forward_no_grad_temp_bytes;
+    }
   }
   json out = {{"model", profile.model}, {"fixed_bytes", profile.fixed_bytes}, {"stages", stages}};
   const FixedBytes& fixed = profile.fixed_breakdown;
@@ -197,6 +203,9 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     stage.forward_temp_bytes = read_bytes(item, "forward_temp_bytes", false, named);
     stage.backward_temp_bytes = read_bytes(item, "backward_temp_bytes", false, named);
     stage.flops = read_number(item, "flops", false, named);
+    if (item.contains("forward_no_grad_temp_bytes")) {
+      stage.forward_no_grad_temp_bytes = read_bytes(item, "forward_no_grad_temp_bytes", true, named);
+    }
     profile.stages.push_back(std::move(stage));
     ++index;
   }

@@ -42,7 +42,7 @@ class ChainState {
         if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
         if (available(i + 1)) fail("its output a_" + std::to_string(i + 1) + " is already available");
         const StageProfile& stage = profile_.stages[i];
-        peak = before + stage.output_bytes + stage.forward_temp_bytes;
+        peak = before + stage.output_bytes + stage.no_grad_temp_bytes();
         count_forward(i, result);
         set_stored(i + 1, true);
         if (op.kind == OpKind::ForwardNoGrad && i > 0) set_stored(i, false);

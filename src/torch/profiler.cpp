@@ -283,7 +283,8 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     const int64_t peak = probe.peak();
     stage.output_bytes = tensor_bytes(graphs[i].outputs);
     stage.saved_bytes = std::max(after - before, stage.output_bytes);
-    stage.forward_temp_bytes = std::max<int64_t>({peak - after, no_grad_temp_bytes, 0});
+    stage.forward_temp_bytes = std::max<int64_t>(peak - after, 0);
+    stage.forward_no_grad_temp_bytes = std::max<int64_t>(no_grad_temp_bytes, 0);
     activations[i + 1] = graphs[i].outputs;
   }
 

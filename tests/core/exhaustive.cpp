@@ -89,7 +89,7 @@ class StateCodec {
       case OpKind::ForwardCheckpoint: {
         if (!available(s, i) || available(s, i + 1)) return false;
         const StageProfile& stage = profile_.stages[i];
-        peak = before + stage.output_bytes + stage.forward_temp_bytes;
+        peak = before + stage.output_bytes + stage.no_grad_temp_bytes();
         time_s = stage.forward_s;
         next = set_stored(next, i + 1, true);
         if (op.kind == OpKind::ForwardNoGrad && i > 0) next = set_stored(next, i, false);

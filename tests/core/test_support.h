@@ -75,6 +75,8 @@ inline ChainProfile random_profile(std::mt19937_64& rng, int length,
     if (has_temp(rng)) {
       stage.forward_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
       stage.backward_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
+      // Half the stages measure a different no-grad transient (dropout masks, etc.).
+      if (zero(rng)) stage.forward_no_grad_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
     }
     stage.flops = stage.forward_s * 1e12;
     return stage;
@@ -108,6 +110,7 @@ inline int64_t random_budget(std::mt19937_64& rng, const ChainProfile& profile) 
   int64_t largest_stage_bytes = 0;
   for (const StageProfile& stage : profile.stages) {
     largest_stage_bytes = std::max(largest_stage_bytes, stage.saved_bytes + stage.forward_temp_bytes);
+    largest_stage_bytes = std::max(largest_stage_bytes, stage.output_bytes + stage.no_grad_temp_bytes());
   }
   const int64_t low = profile.fixed_bytes + largest_stage_bytes;
   const int64_t store_all_peak = simulate(profile, store_all_schedule(profile.length())).peak_bytes;

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -32,9 +33,16 @@ struct StageProfile {
   int64_t input_bytes = 0;          ///< size of the stage input a_i
   int64_t output_bytes = 0;         ///< size of the stage output a_{i+1}
   int64_t saved_bytes = 0;          ///< all that autograd keeps when run with grad, output included
-  int64_t forward_temp_bytes = 0;   ///< transient bytes on top during the forward
+  int64_t forward_temp_bytes = 0;   ///< transient bytes on top during the forward with grad
   int64_t backward_temp_bytes = 0;  ///< transient bytes on top during the backward
   double flops = 0;                 ///< forward floating point operations (0 when unknown)
+  /// Transient bytes on top of the output during a forward without grad (ForwardNoGrad,
+  /// ForwardCheckpoint). Unset means "same as forward_temp_bytes". They differ when the
+  /// with-grad forward saves what the no-grad one frees at once (a dropout mask).
+  std::optional<int64_t> forward_no_grad_temp_bytes;
+
+  /// The no-grad forward's transient bytes, `forward_temp_bytes` when not measured.
+  int64_t no_grad_temp_bytes() const { return forward_no_grad_temp_bytes.value_or(forward_temp_bytes); }
 };
 
 /// Breakdown of the bytes that stay allocated for the whole step. Optional detail;

@@ -15,10 +15,12 @@
 ///   before it, with the input alive on both sides and the output included: exactly what
 ///   the Executor holds for a `ForwardWithGraph(i)`. At least `output_bytes` (a stage
 ///   whose output aliases its input would otherwise measure less than its output).
-/// - `forward_temp_bytes`: peak during the forward minus what stays after it, the larger
-///   of the with-grad run (what stays: saved_bytes) and the no-grad run (what stays: the
-///   output), so simulate's `+ output + forward_temp` for ForwardNoGrad and
-///   `+ saved + forward_temp` for ForwardWithGraph both bound the measured peak.
+/// - `forward_temp_bytes`: peak during the forward with grad minus what stays after it
+///   (saved_bytes), and `forward_no_grad_temp_bytes`: the same for the forward without
+///   grad (what stays: the output). Kept apart because a with-grad forward keeps what the
+///   no-grad one frees at once (a dropout mask): simulate's `+ saved + forward_temp` for
+///   ForwardWithGraph and `+ output + forward_no_grad_temp` for ForwardNoGrad and
+///   ForwardCheckpoint then each match the measured peak.
 /// - `backward_temp_bytes`: peak during `Backward(i)` above the state before it (graph i,
 ///   d_{i+1}, a_i alive; parameter gradients already allocated, so accumulating into them
 ///   is a transient) and the produced input gradient d_i (i >= 1). The loss's own
