@@ -1,5 +1,6 @@
 #include "memento/torch/executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -93,7 +94,20 @@ Executor::Executor(std::shared_ptr<Chain> chain, LossFunction loss)
 Executor::~Executor() = default;
 
 void Executor::set_hooks(ExecutorHooks hooks) {
-  hooks_ = std::move(hooks);
+  hooks_.clear();
+  add_hooks(std::move(hooks));
+}
+
+int Executor::add_hooks(ExecutorHooks hooks) {
+  const int id = next_hooks_id_++;
+  hooks_.emplace_back(id, std::move(hooks));
+  return id;
+}
+
+void Executor::remove_hooks(int id) {
+  hooks_.erase(
+      std::remove_if(hooks_.begin(), hooks_.end(), [id](const auto& entry) { return entry.first == id; }),
+      hooks_.end());
 }
 
 bool Executor::in_step() const {
@@ -162,23 +176,27 @@ void Executor::recompute(int activation) {
   for (int stage = from; stage < activation; ++stage) {
     const Op op = stage == from ? Op::forward_checkpoint(stage) : Op::forward_no_grad(stage);
     const bool again = s.forward_count[stage] > 0;
-    fire(hooks_.before_op, op, -1, again);
+    fire(false, op, -1, again);
     run_forward(stage, op.kind, -1);
     ++s.result.on_demand_count;
-    fire(hooks_.after_op, op, -1, again);
+    fire(true, op, -1, again);
   }
 }
 
-void Executor::fire(const std::function<void(Executor&, const OpEvent&)>& hook, const Op& op, int op_index,
-                    bool recompute) {
-  if (!hook) return;
-  OpEvent event;
-  event.op_index = op_index;
-  event.op = op;
-  event.recompute = recompute;
-  event.live_bytes = MemoryTracker::instance().live_bytes();
-  event.elapsed_s = seconds_since(state().start);
-  hook(*this, event);
+void Executor::fire(bool after, const Op& op, int op_index, bool recompute) {
+  // A copy: a hook may add or remove hooks while it runs.
+  const std::vector<std::pair<int, ExecutorHooks>> hooks = hooks_;
+  for (const auto& entry : hooks) {
+    const auto& hook = after ? entry.second.after_op : entry.second.before_op;
+    if (!hook) continue;
+    OpEvent event;
+    event.op_index = op_index;
+    event.op = op;
+    event.recompute = recompute;
+    event.live_bytes = MemoryTracker::instance().live_bytes();
+    event.elapsed_s = seconds_since(state().start);
+    hook(*this, event);
+  }
 }
 
 StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
@@ -227,9 +245,9 @@ StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
   for (int index = 0; index < static_cast<int>(schedule.size()); ++index) {
     const Op& op = schedule[index];
     const bool again = op.is_forward() && s.forward_count[op.stage] > 0;
-    fire(hooks_.before_op, op, index, again);
+    fire(false, op, index, again);
     run_op(op, index);
-    fire(hooks_.after_op, op, index, again);
+    fire(true, op, index, again);
   }
   // Whatever a hook left behind (a recomputed copy nobody freed) goes with the step.
   s.stored.clear();
@@ -413,10 +431,10 @@ void Executor::run_backward(int stage, int op_index) {
     if (!available(stage)) recompute(stage);
     const Op op = Op::forward_with_graph(stage);
     const bool again = s.forward_count[stage] > 0;
-    fire(hooks_.before_op, op, -1, again);
+    fire(false, op, -1, again);
     run_forward(stage, OpKind::ForwardWithGraph, -1);
     ++s.result.on_demand_count;
-    fire(hooks_.after_op, op, -1, again);
+    fire(true, op, -1, again);
   }
   State::Graph graph = std::move(*s.graphs[stage]);
   s.graphs[stage].reset();

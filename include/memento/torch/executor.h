@@ -37,6 +37,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "memento/core/schedule.h"
@@ -86,8 +87,14 @@ class Executor {
   /// dtype or device from its first run.
   StepResult step(const Schedule& schedule, const Batch& batch);
 
-  /// Installs hooks for the following steps (replaces earlier ones).
+  /// Installs hooks for the following steps (replaces all earlier ones).
   void set_hooks(ExecutorHooks hooks);
+  /// Adds a set of hooks beside the installed ones (a policy and an observer, e.g. DTR's
+  /// eviction and a memory timeline); they fire in the order added. Returns an id for
+  /// `remove_hooks`.
+  int add_hooks(ExecutorHooks hooks);
+  /// Removes hooks added by `add_hooks`; no effect for an unknown id.
+  void remove_hooks(int id);
 
   Chain& chain() const { return *chain_; }
 
@@ -115,13 +122,13 @@ class Executor {
   void run_forward(int stage, OpKind kind, int op_index);
   void run_loss(int op_index);
   void run_backward(int stage, int op_index);
-  void fire(const std::function<void(Executor&, const OpEvent&)>& hook, const Op& op, int op_index,
-            bool recompute);
+  void fire(bool after, const Op& op, int op_index, bool recompute);
   State& state() const;
 
   std::shared_ptr<Chain> chain_;
   LossFunction loss_;
-  ExecutorHooks hooks_;
+  std::vector<std::pair<int, ExecutorHooks>> hooks_;
+  int next_hooks_id_ = 0;
   std::unique_ptr<State> state_;
 };
 
