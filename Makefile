@@ -11,7 +11,8 @@ CMAKE_FLAGS ?=
 # fuzzing, the PyTorch peer benchmark and the HTML report checks.
 DEB_PACKAGES := build-essential cmake ninja-build clang libclang-rt-14-dev \
   libtorch-dev libopenblas0-pthread libgloo-dev \
-  libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev \
+  chromium
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -27,6 +28,12 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	else echo "all Debian packages present"; fi
+	@# npm only when missing: a NodeSource nodejs already ships it and conflicts with Debian's npm.
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
+	@# The report's chart libraries (web/package-lock.json), embedded into the memento binary.
+	@if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+	  cd web && npm ci --no-audit --no-fund; else echo "web/node_modules up to date"; fi
 
 $(BUILD_DIR)/build.ninja:
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
