@@ -43,7 +43,7 @@ int64_t stage_peak_bytes(const ChainProfile& profile, int stage, StageDecision d
       held_before_bytes + stage_held_bytes(costs, decision) +
       (decision == StageDecision::Recompute ? costs.no_grad_temp_bytes() : costs.forward_temp_bytes);
   const int64_t backward_bytes = held_before_bytes + costs.saved_bytes + costs.output_bytes +
-                                 (stage > 0 ? costs.input_bytes : 0) + costs.backward_temp_bytes;
+                                 costs.backward_peak_extra_bytes(stage > 0);
   int64_t peak_bytes = std::max(forward_bytes, backward_bytes);
   if (decision == StageDecision::Recompute) {
     peak_bytes = std::max(peak_bytes, held_before_bytes + costs.output_bytes + costs.saved_bytes +

@@ -47,12 +47,12 @@ class Costs {
   // Leaf: Fg(a) then B(a) with d_{a+1} alive; for the loss stage, Loss creates d_L.
   int64_t leaf_peak(int a) const {
     if (a == length_) return x(length_);
-    return d(a + 1) + saved(a) + std::max(chain_.forward_temp[a], d(a) + chain_.backward_temp[a]);
+    return d(a + 1) + saved(a) + std::max(chain_.forward_temp[a], chain_.backward_extra[a]);
   }
   // Fg(a) while d_{b+1} is alive.
   int64_t graph_forward_peak(int a, int b) const { return d(b + 1) + saved(a) + chain_.forward_temp[a]; }
   // B(a) once the rest is done: graph a, d_{a+1} and the new d_a.
-  int64_t graph_backward_peak(int a) const { return saved(a) + d(a + 1) + d(a) + chain_.backward_temp[a]; }
+  int64_t graph_backward_peak(int a) const { return saved(a) + d(a + 1) + chain_.backward_extra[a]; }
   // The forward op that ends the chain of a checkpoint at j (j > a): Fc(a) for j == a + 1,
   // Fn(j - 1) otherwise, each while d_{b+1} is alive. a_a belongs to the caller.
   int64_t checkpoint_step_peak(int a, int j, int b) const {
@@ -115,7 +115,9 @@ DiscreteChain convert(const ChainProfile& profile, int64_t capacity, int64_t (*u
     chain.saved.push_back(units(stage.saved_bytes, memory_bytes, slots));
     chain.forward_temp.push_back(units(stage.forward_temp_bytes, memory_bytes, slots));
     chain.no_grad_temp.push_back(units(stage.no_grad_temp_bytes(), memory_bytes, slots));
-    chain.backward_temp.push_back(units(stage.backward_temp_bytes, memory_bytes, slots));
+    const bool has_input_gradient = chain.backward_extra.size() > 0;  // stage 0 produces no d_0
+    chain.backward_extra.push_back(
+        units(stage.backward_peak_extra_bytes(has_input_gradient), memory_bytes, slots));
     chain.forward_s.push_back(stage.forward_s);
     chain.backward_s.push_back(stage.backward_s);
   }

@@ -19,15 +19,15 @@ namespace optimal_dp {
 
 /// A chain whose sizes are whole memory units (bytes, or slots of a discretized budget).
 struct DiscreteChain {
-  int length = 0;                      ///< L, real stages (the loss stage L is implicit)
-  std::vector<int64_t> activation;     ///< L + 1 entries: size of a_0..a_L in units
-  std::vector<int64_t> saved;          ///< L entries
-  std::vector<int64_t> forward_temp;   ///< L entries, forward with grad
-  std::vector<int64_t> no_grad_temp;   ///< L entries, forward without grad
-  std::vector<int64_t> backward_temp;  ///< L entries
-  std::vector<double> forward_s;       ///< L entries
-  std::vector<double> backward_s;      ///< L entries
-  int64_t capacity = 0;                ///< units available above fixed_bytes (may be < 0)
+  int length = 0;                       ///< L, real stages (the loss stage L is implicit)
+  std::vector<int64_t> activation;      ///< L + 1 entries: size of a_0..a_L in units
+  std::vector<int64_t> saved;           ///< L entries
+  std::vector<int64_t> forward_temp;    ///< L entries, forward with grad
+  std::vector<int64_t> no_grad_temp;    ///< L entries, forward without grad
+  std::vector<int64_t> backward_extra;  ///< L entries: on top of graph a and d_{a+1} during B(a)
+  std::vector<double> forward_s;        ///< L entries
+  std::vector<double> backward_s;       ///< L entries
+  int64_t capacity = 0;                 ///< units available above fixed_bytes (may be < 0)
 };
 
 /// The profile with 1-byte units and `capacity_bytes` of room above the fixed bytes.

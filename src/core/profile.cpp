@@ -15,7 +15,8 @@ using nlohmann::json;
 
 int64_t ChainProfile::activation_bytes(int i) const {
   if (i < 0 || i > length()) {
-    throw InvalidArgument("activation index " + std::to_string(i) + " is outside 0.." + std::to_string(length()));
+    throw InvalidArgument("activation index " + std::to_string(i) + " is outside 0.." +
+                          std::to_string(length()));
   }
   return i == length() ? stages.back().output_bytes : stages[i].input_bytes;
 }
@@ -74,8 +75,8 @@ double read_number(const json& object, const char* field, bool required, const s
 int64_t read_bytes(const json& object, const char* field, bool required, const std::string& where) {
   double value = read_number(object, field, required, where);
   if (!std::isfinite(value) || value < 0 || value > static_cast<double>(kMaxFieldBytes)) {
-    throw ProfileError(where + ": field \"" + field + "\" must be a byte count between 0 and 2^44 (16 TiB), got " +
-                       std::to_string(value));
+    throw ProfileError(where + ": field \"" + field +
+                       "\" must be a byte count between 0 and 2^44 (16 TiB), got " + std::to_string(value));
   }
   if (value != std::floor(value)) {
     throw ProfileError(where + ": field \"" + field + "\" must be a whole number of bytes, got " +
@@ -120,6 +121,12 @@ void validate_profile(const ChainProfile& profile, const std::string& source) {
     if (stage.forward_no_grad_temp_bytes) {
       check_bytes(*stage.forward_no_grad_temp_bytes, where, "forward_no_grad_temp_bytes");
     }
+    check_bytes(stage.backward_released_bytes, where, "backward_released_bytes");
+    if (stage.backward_released_bytes > stage.saved_bytes + stage.output_bytes) {
+      throw ProfileError(
+          where + ": field \"backward_released_bytes\" (" + std::to_string(stage.backward_released_bytes) +
+          ") exceeds what the backward can free, saved_bytes + output_bytes (its graph and d_{i+1})");
+    }
     if (!std::isfinite(stage.flops) || stage.flops < 0) {
       throw ProfileError(where + ": field \"flops\" must be a finite number >= 0");
     }
@@ -153,6 +160,8 @@ json profile_to_json(const ChainProfile& profile) {
     if (stage.forward_no_grad_temp_bytes) {
       stages.back()["forward_no_grad_temp_bytes"] = *stage.forward_no_grad_temp_bytes;
     }
+    if (stage.backward_released_bytes > 0)
+      stages.back()["backward_released_bytes"] = stage.backward_released_bytes;
   }
   json out = {{"model", profile.model}, {"fixed_bytes", profile.fixed_bytes}, {"stages", stages}};
   const FixedBytes& fixed = profile.fixed_breakdown;
@@ -167,7 +176,8 @@ json profile_to_json(const ChainProfile& profile) {
 
 ChainProfile profile_from_json(const json& document, const std::string& source) {
   if (!document.is_object()) {
-    throw ProfileError(source + ": a profile must be a JSON object with \"stages\" and \"fixed_bytes\", got " +
+    throw ProfileError(source +
+                       ": a profile must be a JSON object with \"stages\" and \"fixed_bytes\", got " +
                        std::string(document.type_name()));
   }
   ChainProfile profile;
@@ -184,11 +194,13 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
   }
   auto stages = document.find("stages");
   if (stages == document.end()) throw ProfileError(source + ": missing field \"stages\"");
-  if (!stages->is_array()) throw ProfileError(source + ": field \"stages\" must be an array of stage objects");
+  if (!stages->is_array())
+    throw ProfileError(source + ": field \"stages\" must be an array of stage objects");
   int index = 0;
   for (const json& item : *stages) {
     const std::string where = stage_label(source, index, "");
-    if (!item.is_object()) throw ProfileError(where + ": must be an object, got " + std::string(item.type_name()));
+    if (!item.is_object())
+      throw ProfileError(where + ": must be an object, got " + std::string(item.type_name()));
     StageProfile stage;
     stage.name = read_string(item, "name", true, where);
     const std::string named = stage_label(source, index, stage.name);
@@ -203,6 +215,7 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     stage.forward_temp_bytes = read_bytes(item, "forward_temp_bytes", false, named);
     stage.backward_temp_bytes = read_bytes(item, "backward_temp_bytes", false, named);
     stage.flops = read_number(item, "flops", false, named);
+    stage.backward_released_bytes = read_bytes(item, "backward_released_bytes", false, named);
     if (item.contains("forward_no_grad_temp_bytes")) {
       stage.forward_no_grad_temp_bytes = read_bytes(item, "forward_no_grad_temp_bytes", true, named);
     }
@@ -240,7 +253,8 @@ void write_profile(const ChainProfile& profile, const std::string& path) {
   const std::string temporary = path + ".tmp";
   {
     std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(path + ": cannot write the profile; check that the directory exists and is writable");
+    if (!out)
+      throw Error(path + ": cannot write the profile; check that the directory exists and is writable");
     out << profile_to_json(profile).dump(2) << "\n";
     if (!out.flush()) throw Error(path + ": writing the profile failed (disk full?)");
   }

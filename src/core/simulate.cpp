@@ -73,7 +73,7 @@ class ChainState {
         }
         if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available");
         const StageProfile& stage = profile_.stages[i];
-        peak = before + (i > 0 ? stage.input_bytes : 0) + stage.backward_temp_bytes;
+        peak = before + stage.backward_peak_extra_bytes(i > 0);
         result.time_s += stage.backward_s;
         set_graph(i, false);
         set_gradient(i + 1, false);

@@ -113,7 +113,7 @@ class StateCodec {
       case OpKind::Backward: {
         if (!graph(s, i) || !gradient(s, i + 1) || !available(s, i)) return false;
         const StageProfile& stage = profile_.stages[i];
-        peak = before + (i > 0 ? stage.input_bytes : 0) + stage.backward_temp_bytes;
+        peak = before + stage.backward_peak_extra_bytes(i > 0);
         time_s = stage.backward_s;
         next = set_graph(next, i, false);
         next = set_gradient(next, i + 1, false);

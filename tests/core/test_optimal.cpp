@@ -54,26 +54,27 @@ TEST(OptimalDp, DiscretizeWithOneByteSlotsIsExact) {
     const DiscreteChain slots = optimal_dp::discretize(profile, room, room);
     DiscreteChain exact = optimal_dp::exact_chain(profile, room);
     // Sizes beyond the room never fit; discretize() clamps them to room + 1.
-    for (auto* sizes : {&exact.activation, &exact.saved, &exact.forward_temp, &exact.no_grad_temp, &exact.backward_temp}) {
+    for (auto* sizes :
+         {&exact.activation, &exact.saved, &exact.forward_temp, &exact.no_grad_temp, &exact.backward_extra}) {
       for (int64_t& size : *sizes) size = std::min<int64_t>(size, room + 1);
     }
     EXPECT_EQ(slots.activation, exact.activation);
     EXPECT_EQ(slots.saved, exact.saved);
     EXPECT_EQ(slots.forward_temp, exact.forward_temp);
     EXPECT_EQ(slots.no_grad_temp, exact.no_grad_temp);
-    EXPECT_EQ(slots.backward_temp, exact.backward_temp);
+    EXPECT_EQ(slots.backward_extra, exact.backward_extra);
     EXPECT_EQ(slots.capacity, exact.capacity);
   }
 }
 
 TEST(OptimalDp, DiscretizeRoundsUpAndClamps) {
   ChainProfile profile;
-  profile.stages = {{"s0", "mlp", 1.0, 1.0, 10, 25, 100, 0, 1000, 0, std::nullopt}};
+  profile.stages = {{"s0", "mlp", 1.0, 1.0, 10, 25, 100, 0, 1000, 0, std::nullopt, 0}};
   const DiscreteChain chain = optimal_dp::discretize(profile, 100, 10);  // 10 bytes per slot
   EXPECT_EQ(chain.activation[0], 1);
-  EXPECT_EQ(chain.activation[1], 3);      // 25 bytes -> 3 slots
-  EXPECT_EQ(chain.saved[0], 10);          // exactly the room
-  EXPECT_EQ(chain.backward_temp[0], 11);  // larger than the room: slots + 1
+  EXPECT_EQ(chain.activation[1], 3);       // 25 bytes -> 3 slots
+  EXPECT_EQ(chain.saved[0], 10);           // exactly the room
+  EXPECT_EQ(chain.backward_extra[0], 11);  // larger than the room: slots + 1
   EXPECT_THROW(optimal_dp::discretize(profile, 100, 0), InvalidArgument);
 }
 

@@ -9,8 +9,8 @@ namespace {
 ChainProfile two_stage_profile() {
   ChainProfile profile;
   profile.fixed_bytes = 1000;
-  profile.stages = {{"s0", "mlp", 1.0, 2.0, 10, 20, 50, 5, 7, 0, std::nullopt},
-                    {"s1", "head", 3.0, 4.0, 20, 30, 60, 0, 0, 0, std::nullopt}};
+  profile.stages = {{"s0", "mlp", 1.0, 2.0, 10, 20, 50, 5, 7, 0, std::nullopt, 0},
+                    {"s1", "head", 3.0, 4.0, 20, 30, 60, 0, 0, 0, std::nullopt, 0}};
   return profile;
 }
 

@@ -76,7 +76,9 @@ inline ChainProfile random_profile(std::mt19937_64& rng, int length,
       stage.forward_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
       stage.backward_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
       // Half the stages measure a different no-grad transient (dropout masks, etc.).
-      if (zero(rng)) stage.forward_no_grad_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
+      if (zero(rng))
+        stage.forward_no_grad_temp_bytes = uniform_int(rng, 0, 2 * std::max(input_bytes, output_bytes));
+      if (zero(rng)) stage.backward_released_bytes = uniform_int(rng, 0, stage.saved_bytes);
     }
     stage.flops = stage.forward_s * 1e12;
     return stage;

@@ -16,8 +16,8 @@
 /// \endcode
 
 #include <cstdint>
-#include <string>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -41,8 +41,20 @@ struct StageProfile {
   /// with-grad forward saves what the no-grad one frees at once (a dropout mask).
   std::optional<int64_t> forward_no_grad_temp_bytes;
 
+  /// Bytes of the stage's graph that its backward frees before it allocates the input
+  /// gradient d_i (an output or a saved tensor the backward no longer needs), 0 when none.
+  int64_t backward_released_bytes = 0;
+
   /// The no-grad forward's transient bytes, `forward_temp_bytes` when not measured.
   int64_t no_grad_temp_bytes() const { return forward_no_grad_temp_bytes.value_or(forward_temp_bytes); }
+  /// What Backward(i) adds on top of the bytes alive before it, at its peak: the input
+  /// gradient d_i (absent for stage 0), its temporaries, less what it releases first;
+  /// never negative (the state before the op is part of its peak).
+  int64_t backward_peak_extra_bytes(bool has_input_gradient) const {
+    const int64_t extra =
+        (has_input_gradient ? input_bytes : 0) + backward_temp_bytes - backward_released_bytes;
+    return extra > 0 ? extra : 0;
+  }
 };
 
 /// Breakdown of the bytes that stay allocated for the whole step. Optional detail;
@@ -57,7 +69,7 @@ struct FixedBytes {
 
 /// The profile of one training step: per-stage costs and the step's fixed bytes.
 struct ChainProfile {
-  std::string model;           ///< free-form description (model name, batch, ...)
+  std::string model;  ///< free-form description (model name, batch, ...)
   std::vector<StageProfile> stages;
   int64_t fixed_bytes = 0;     ///< parameters, gradients, optimizer state, inputs
   FixedBytes fixed_breakdown;  ///< optional; all zeros when unknown
