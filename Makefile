@@ -59,6 +59,11 @@ demo: build
 bench: build
 	bash bench/run.sh $(BUILD_DIR)
 
+# memento against PyTorch's checkpoint_sequential, side by side (needs Debian's python3-torch).
+.PHONY: bench-peer
+bench-peer: build
+	bash bench/peer/run.sh $(BUILD_DIR)
+
 fuzz: deps
 	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
 	  -DMEMENTO_CORE_ONLY=ON -DMEMENTO_FUZZ=ON -DMEMENTO_BENCH=OFF

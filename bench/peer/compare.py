@@ -1,0 +1,239 @@
+"""memento against PyTorch's own checkpointing, side by side in one run (`make bench-peer`).
+
+For every model configuration:
+
+1. the PyTorch side (peer.py, Debian's python3-torch 1.13, the same kernels as
+   libtorch-dev) trains the same nn.Sequential of stages with no checkpointing and with
+   ``checkpoint_sequential`` at several segment counts, memory counted by memento's own
+   allocator tracker loaded into the Python process;
+2. the memento side (``memento bench``) runs ``store-all`` and ``optimal`` with, as budgets,
+   exactly the peaks PyTorch measured: for each ``checkpoint_sequential`` run of peak P,
+   ``optimal`` plans for budget P and must measure a peak <= P;
+3. ratios: memento step time / PyTorch step time and memento peak / PyTorch peak, for
+   store-all against no checkpointing and for optimal against each checkpoint_sequential.
+
+Both sides: one intra-op thread (OMP_NUM_THREADS=1, set_num_threads(1)), median of the
+timed steps after warm-up, whole-step peak bytes = tracker peak above the step's start +
+fixed bytes (parameters, gradients, AdamW state, batch). The two processes run one after
+the other, so the load of a shared machine may differ between them: the load averages
+before and after each side are recorded.
+
+Example::
+
+    /usr/bin/python3 bench/peer/compare.py --build build --out build/bench/peer.json \\
+        --config gpt2-small:batch=2,seq_len=256 --config resnet50:batch=4
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The figure the issue asks for: optimal's step at least 15% shorter than checkpoint_sequential's.
+TARGET_TIME_RATIO = 0.85
+
+DEFAULT_CONFIGS = ["gpt2-small:batch=2,seq_len=256", "resnet50:batch=4"]
+
+
+def parse_config(text):
+    name, _, rest = text.partition(":")
+    config = {"model": name, "batch": 0, "seq_len": 0}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in ("batch", "seq_len") or not value.isdigit():
+            raise SystemExit(f"--config {text}: expected MODEL:batch=N[,seq_len=T], got {item!r}")
+        config[key] = int(value)
+    if config["batch"] < 1:
+        raise SystemExit(f"--config {text}: give the batch size (e.g. {name}:batch=2)")
+    return config
+
+
+def log(message):
+    print(f"compare: {message}", file=sys.stderr, flush=True)
+
+
+def run(command, env):
+    log("$ " + " ".join(command))
+    started = time.time()
+    subprocess.run(command, env=env, check=True)
+    return time.time() - started
+
+
+def mib(value):
+    return f"{value / 2**20:,.1f}"
+
+
+def compare_model(config, args, env):
+    tag = f"{config['model']}-b{config['batch']}" + (f"-t{config['seq_len']}" if config["seq_len"] else "")
+    torch_path = os.path.join(args.work_dir, f"peer-{tag}-pytorch.json")
+    memento_path = os.path.join(args.work_dir, f"peer-{tag}-memento.json")
+    common_steps = ["--steps", str(args.steps)]
+
+    load_before = os.getloadavg()
+    torch_command = [args.python, os.path.join(HERE, "peer.py"), "--alloc", args.alloc, "--model", config["model"],
+                     "--batch", str(config["batch"]), "--segments", args.segments, "--threads", "1",
+                     "--warmup-steps", str(args.warmup), "--out", torch_path] + common_steps
+    if config["seq_len"]:
+        torch_command += ["--seq-len", str(config["seq_len"])]
+    torch_wall_s = run(torch_command, env)
+    load_between = os.getloadavg()
+    with open(torch_path) as f:
+        pytorch = json.load(f)
+
+    budgets = []
+    for row in pytorch["rows"]:
+        if row["segments"] and row["measured_peak_bytes"] not in budgets:
+            budgets.append(row["measured_peak_bytes"])
+    memento_command = [args.memento, "bench", "--model", config["model"], "--batch", str(config["batch"]),
+                       "--planners", args.planners, "--budgets", ",".join(str(b) for b in budgets),
+                       "--warmup", str(args.warmup), "--threads", "1", "--optimizer", "adamw",
+                       "--format", "json", "--out", memento_path] + common_steps
+    if config["seq_len"]:
+        memento_command += ["--seq-len", str(config["seq_len"])]
+    with open(os.devnull, "w") as devnull:  # the JSON goes to --out; progress stays on stderr
+        log("$ " + " ".join(memento_command))
+        started = time.time()
+        subprocess.run(memento_command, env=env, check=False, stdout=devnull)
+        memento_wall_s = time.time() - started
+    load_after = os.getloadavg()
+    with open(memento_path) as f:
+        memento = json.load(f)
+
+    fixed_memento = memento["profile"]["fixed_bytes"]
+    comparisons = []
+    none = next((r for r in pytorch["rows"] if r["segments"] == 0), None)
+    if none is not None:
+        store_all = memento["store_all"]
+        comparisons.append({
+            "memento": "store-all", "pytorch": "no checkpointing", "budget_bytes": None,
+            "memento_status": "ok",
+            "memento_step_s": store_all["step_s"], "pytorch_step_s": none["step_s"],
+            "memento_peak_bytes": store_all["measured_peak_bytes"], "pytorch_peak_bytes": none["measured_peak_bytes"],
+            "time_ratio": store_all["step_s"] / none["step_s"],
+            "peak_ratio": store_all["measured_peak_bytes"] / none["measured_peak_bytes"],
+            "peak_within": store_all["measured_peak_bytes"] <= none["measured_peak_bytes"],
+            # The issue's figure for store-all: no slower than PyTorch without checkpointing.
+            "meets_figure": store_all["step_s"] <= none["step_s"],
+        })
+    for planner in [p for p in args.planners.split(",") if p != "store-all"]:
+        for row in pytorch["rows"]:
+            if not row["segments"]:
+                continue
+            budget = row["measured_peak_bytes"]
+            match = next((r for r in memento["rows"] if r["planner"] == planner and r["budget"] == str(budget)), None)
+            entry = {"memento": planner, "pytorch": row["label"], "budget_bytes": budget,
+                     "pytorch_step_s": row["step_s"], "pytorch_peak_bytes": budget}
+            if match is None or match["status"] not in ("ok", "over_budget"):
+                entry.update({"memento_status": match["status"] if match else "missing",
+                              "message": match.get("message", "") if match else "no row in the bench output",
+                              "meets_figure": False})
+                comparisons.append(entry)
+                continue
+            entry.update({
+                "memento_status": match["status"],
+                "memento_step_s": match["step_s"], "memento_peak_bytes": match["measured_peak_bytes"],
+                "memento_predicted_peak_bytes": match["predicted_peak_bytes"],
+                "memento_recompute_ratio": match.get("recompute_ratio"),
+                "memento_grad_rel_l2": match.get("grad_rel_l2"),
+                "time_ratio": match["step_s"] / row["step_s"],
+                "peak_ratio": match["measured_peak_bytes"] / budget,
+                "peak_within": match["measured_peak_bytes"] <= budget,
+            })
+            entry["meets_figure"] = (planner != "optimal" or
+                                     (entry["peak_within"] and entry["time_ratio"] <= TARGET_TIME_RATIO))
+            comparisons.append(entry)
+    return {
+        "model": config["model"], "batch": config["batch"], "seq_len": pytorch["seq_len"] or None,
+        "image_size": pytorch["image_size"] or None, "stages": pytorch["stages"],
+        "parameter_count": pytorch["parameter_count"],
+        "fixed_bytes": {"pytorch": pytorch["fixed_bytes"], "memento": fixed_memento,
+                        "equal": pytorch["fixed_bytes"] == fixed_memento},
+        "load_average": {"before": load_before, "between": load_between, "after": load_after},
+        "wall_s": {"pytorch": torch_wall_s, "memento": memento_wall_s},
+        "commands": {"pytorch": torch_command, "memento": memento_command},
+        "comparisons": comparisons,
+        "pytorch": pytorch,
+        "memento": memento,
+    }
+
+
+def print_table(result):
+    print(f"\n{result['model']}, batch {result['batch']}"
+          + (f", seq {result['seq_len']}" if result["seq_len"] else f", {result['image_size']}px")
+          + f", {result['stages']} stages; fixed bytes {mib(result['fixed_bytes']['pytorch'])} MiB (PyTorch) / "
+          + f"{mib(result['fixed_bytes']['memento'])} MiB (memento)"
+          + ("" if result["fixed_bytes"]["equal"] else "  ** fixed bytes differ: the models do not match **"))
+    header = (f"{'memento':10s} {'PyTorch':32s} {'torch s':>8s} {'memento s':>9s} {'time':>6s} "
+              f"{'torch MiB':>10s} {'memento MiB':>11s} {'peak':>6s}  figure")
+    print(header)
+    print("-" * len(header))
+    for c in result["comparisons"]:
+        if "time_ratio" not in c:
+            print(f"{c['memento']:10s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {'-':>9s} {'-':>6s} "
+                  f"{mib(c['pytorch_peak_bytes']):>10s} {'-':>11s} {'-':>6s}  {c['memento_status']}: {c['message']}")
+            continue
+        verdict = "yes" if c["meets_figure"] else "NO"
+        print(f"{c['memento']:10s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {c['memento_step_s']:9.3f} "
+              f"{c['time_ratio']:6.3f} {mib(c['pytorch_peak_bytes']):>10s} {mib(c['memento_peak_bytes']):>11s} "
+              f"{c['peak_ratio']:6.3f}  {verdict}")
+    load = result["load_average"]
+    print(f"(time = memento step / PyTorch step, peak = memento peak / PyTorch peak; figure: store-all no slower "
+          f"than no checkpointing, optimal <= {TARGET_TIME_RATIO} x the time at <= the peak. 1-minute load "
+          f"average {load['before'][0]:.1f} / {load['between'][0]:.1f} / {load['after'][0]:.1f} before / between / "
+          f"after the two sides on {os.cpu_count()} cores)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default="build", help="memento build directory (bin/memento, lib/libmemento_peer_alloc.so)")
+    parser.add_argument("--memento", help="memento binary (default BUILD/bin/memento)")
+    parser.add_argument("--alloc", help="tracker library (default BUILD/lib/libmemento_peer_alloc.so)")
+    parser.add_argument("--python", default="/usr/bin/python3", help="Python with Debian's python3-torch")
+    parser.add_argument("--config", action="append", help="MODEL:batch=N[,seq_len=T]; repeatable "
+                        f"(default {' '.join(DEFAULT_CONFIGS)})")
+    parser.add_argument("--segments", default="0,2,4,all", help="PyTorch side: segment counts (0 = none)")
+    parser.add_argument("--planners", default="store-all,optimal", help="memento side: planners")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method on each side (median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method on each side")
+    parser.add_argument("--out", default=None, help="JSON result (default BUILD/bench/peer.json)")
+    args = parser.parse_args()
+    args.memento = os.path.abspath(args.memento or os.path.join(args.build, "bin", "memento"))
+    args.alloc = os.path.abspath(args.alloc or os.path.join(args.build, "lib", "libmemento_peer_alloc.so"))
+    args.out = os.path.abspath(args.out or os.path.join(args.build, "bench", "peer.json"))
+    if "store-all" not in args.planners.split(","):
+        args.planners = "store-all," + args.planners
+    for path in (args.memento, args.alloc):
+        if not os.path.exists(path):
+            raise SystemExit(f"compare: {path} is missing; build memento first (make build, or ninja -C BUILD memento "
+                             "memento_peer_alloc)")
+    args.work_dir = os.path.dirname(args.out)
+    os.makedirs(args.work_dir, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
+    started = time.time()
+    results = [compare_model(parse_config(text), args, env) for text in (args.config or DEFAULT_CONFIGS)]
+    for result in results:
+        print_table(result)
+    document = {
+        "format": "memento.peer_comparison/1",
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}, "
+                   f"torch {results[0]['pytorch']['torch_version'] if results else '?'} CPU",
+        "threads": 1,
+        "steps": args.steps,
+        "warmup_steps": args.warmup,
+        "target_time_ratio": TARGET_TIME_RATIO,
+        "wall_s": time.time() - started,
+        "results": results,
+    }
+    with open(args.out + ".tmp", "w") as f:
+        json.dump(document, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+    print(f"\nwrote {args.out} ({document['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
