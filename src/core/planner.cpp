@@ -20,11 +20,11 @@ struct RegistryEntry {
 
 // Order is the order of `memento plan --list` and of sweeps: cheapest ideas first.
 const RegistryEntry kRegistry[] = {
-    {"store-all", make_store_all_planner},   {"recompute-all", make_recompute_all_planner},
-    {"uniform", make_uniform_planner},       {"sqrt-n", make_sqrt_n_planner},
+    {"store-all", make_store_all_planner},     {"recompute-all", make_recompute_all_planner},
+    {"uniform", make_uniform_planner},         {"sqrt-n", make_sqrt_n_planner},
     {"chen-greedy", make_chen_greedy_planner}, {"revolve", make_revolve_planner},
-    {"optimal", make_optimal_planner},       {"mutwo", make_mutwo_planner},
-    {"selective", make_selective_planner},
+    {"optimal", make_optimal_planner},         {"mutwo", make_mutwo_planner},
+    {"selective", make_selective_planner},     {"dtr", make_dtr_planner},
 };
 
 }  // namespace
@@ -44,7 +44,9 @@ std::unique_ptr<Planner> make_planner(const std::string& name) {
   throw InvalidArgument("unknown planner \"" + name + "\"; choose one of " + valid);
 }
 
-std::string planner_description(const std::string& name) { return make_planner(name)->description(); }
+std::string planner_description(const std::string& name) {
+  return make_planner(name)->description();
+}
 
 Plan infeasible_plan(const std::string& planner, const PlannerOptions& options, double solve_time_s,
                      int64_t min_feasible_budget_bytes) {
@@ -85,13 +87,16 @@ nlohmann::json plan_to_json(const Plan& plan) {
                         {"min_feasible_budget_bytes", plan.min_feasible_budget_bytes},
                         {"solve_time_s", plan.solve_time_s}};
   // Predictions exist only for a feasible plan; null says so rather than a misleading 0.
-  auto when_feasible = [&](auto value) { return plan.feasible ? nlohmann::json(value) : nlohmann::json(nullptr); };
+  auto when_feasible = [&](auto value) {
+    return plan.feasible ? nlohmann::json(value) : nlohmann::json(nullptr);
+  };
   out["predicted_peak_bytes"] = when_feasible(plan.predicted_peak_bytes);
   out["predicted_time_s"] = when_feasible(plan.predicted_time_s);
   out["recompute_s"] = when_feasible(plan.recompute_s);
   out["recompute_count"] = when_feasible(plan.recompute_count);
   out["recompute_flops"] = when_feasible(plan.recompute_flops);
   out["schedule"] = schedule_to_json(plan.schedule);
+  if (!plan.runtime_policy.empty()) out["runtime_policy"] = plan.runtime_policy;
   return out;
 }
 

@@ -65,11 +65,15 @@ struct Plan {
   double solve_time_s = 0;
   int64_t min_feasible_budget_bytes = 0;  ///< set for every plan, feasible or not
   Schedule schedule;
+  /// "" for a static plan (the executor runs `schedule` as is); otherwise the run-time
+  /// policy PlanRunner executes instead, e.g. "dtr": store-all with evictions decided on
+  /// measured memory (`schedule` is then the policy's simulated run, for predictions).
+  std::string runtime_policy;
 };
 
 /// JSON form of a plan (docs/formats.md): planner, feasible, budget_bytes,
 /// predicted_peak_bytes, predicted_time_s, recompute_s, recompute_count, solve_time_s,
-/// min_feasible_budget_bytes, schedule.
+/// min_feasible_budget_bytes, schedule, and runtime_policy when not empty.
 nlohmann::json plan_to_json(const Plan& plan);
 
 /// Interface of every planner.
