@@ -297,7 +297,12 @@ struct Scratch {
 // best is non-increasing too: an option whose bound is not below the best at its first
 // slot in the block cannot lower any slot of it and is skipped. Per block, the option
 // with the smallest bound is relaxed first so that the test meets a nearly final best.
-void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
+//
+// Split points j in [skip_begin, skip_end] are left out: the tile's far phase
+// (relax_far_splits) has relaxed them already, and the row then holds their minimum
+// instead of being reset to infinity (`reset` false).
+void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch, bool reset = true,
+              int skip_begin = 1, int skip_end = 0) {
   const int64_t cell = cell_index(a, b);
   const int64_t lo = rows.lo[cell];
   const int64_t hi = rows.hi[cell];
@@ -308,7 +313,7 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
     return;
   }
   double* best = rows.values.data() + rows.offset[cell];
-  std::fill(best, best + (hi - lo), kInfinity);
+  if (reset) std::fill(best, best + (hi - lo), kInfinity);
 
   const int64_t below = cell_index(a + 1, b);
   const int64_t graph_start = std::max(
@@ -325,6 +330,7 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
     // Longer forward chains only add peaks: no later j fits either.
     if (chain_peak >= hi) break;
     forward_s += costs.forward_s(j - 1);
+    if (j >= skip_begin && j <= skip_end) continue;
     Option option;
     option.right_cell = cell_index(j, b);
     option.left_cell = cell_index(a, j - 1);
@@ -405,6 +411,189 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch) {
     coarse[block] = rows.get(cell, block_end(block));
 }
 
+// Per-thread buffers of relax_far_splits, reused from tile to tile.
+struct TileScratch {
+  struct Cell {
+    int a = 0, b = 0;
+    int64_t cell = 0, lo = 0, hi = 0;
+    double* best = nullptr;
+    int64_t chain_peak = 0;
+    bool alive = true;
+  };
+  std::vector<Cell> cells;
+  std::vector<double> forward_s;  // per row a of the tile: f_a + .. + f_{j-1}
+  std::vector<double> bounds;     // one option's bounds, per absolute block
+  // Per (tile cell, absolute block): the far split with the smallest bound there.
+  std::vector<double> leader_bound, leader_base;
+  std::vector<int32_t> leader_j;
+  std::vector<int64_t> leader_start;
+};
+
+// Lower bounds of one option on the blocks [first, last] of its cell (absolute block
+// indices), from the sub-rows' coarse samples; see fill_row.
+void option_bounds(const Rows& rows, const Option& option, int64_t hi, int64_t first, int64_t last,
+                   double* out) {
+  const int64_t right_step = (int64_t{1 << kBlockShift} - 1 - option.shift) >> kBlockShift;
+  const double* right = rows.coarse_row(option.right_cell) + right_step;
+  const double* left = rows.coarse_row(option.left_cell);
+  const double base = option.base;
+  const int64_t row_last = (hi - 1) >> kBlockShift;
+  const int64_t end = std::min(last + 1, row_last);
+  for (int64_t block = first; block < end; ++block) out[block] = (base + right[block]) + left[block];
+  // The row's last block ends at hi - 1, not at its block end.
+  if (last == row_last) {
+    out[last] =
+        (base + rows.coarse_row(option.right_cell)[(hi - 1 - option.shift) >> kBlockShift]) + left[last];
+  }
+}
+
+// The far phase of an off-diagonal tile: rows a in [a0, a_top], columns b in
+// [first_b, last_b], a_top < first_b, and split points j in [a_top + 1, first_b]. Those
+// options read only cells of earlier tiles (right (j, b) lies below the tile in its
+// column block, left (a, j - 1) left of it in its row block), so they can be relaxed for
+// the whole tile split point by split point: each sub-row is loaded once for the 8 cells
+// that share it instead of once per cell, which is what made the untiled fill memory
+// bound. Pruning is fill_row's: per (cell, block) the far split with the smallest bound
+// is relaxed first, then every other one only on blocks where its bound beats the best.
+// fill_row then adds the near split points and the graph-first option to the same rows.
+void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int first_b, int last_b,
+                      TileScratch& scratch) {
+  const int far_begin = a_top + 1;
+  const int far_end = first_b;
+  const int64_t blocks = rows.coarse_blocks;
+  auto& cells = scratch.cells;
+  cells.clear();
+  for (int a = a0; a <= a_top; ++a) {
+    for (int b = first_b; b <= last_b; ++b) {
+      TileScratch::Cell c;
+      c.a = a;
+      c.b = b;
+      c.cell = cell_index(a, b);
+      c.lo = rows.lo[c.cell];
+      c.hi = rows.hi[c.cell];
+      if (c.lo >= c.hi) continue;
+      c.best = rows.values.data() + rows.offset[c.cell];
+      std::fill(c.best, c.best + (c.hi - c.lo), kInfinity);
+      cells.push_back(c);
+    }
+  }
+  if (cells.empty()) return;
+  const size_t count = cells.size();
+  scratch.forward_s.resize(a_top - a0 + 1);
+  scratch.bounds.resize(blocks);
+  scratch.leader_bound.assign(count * blocks, kInfinity);
+  scratch.leader_base.resize(count * blocks);
+  scratch.leader_j.assign(count * blocks, -1);
+  scratch.leader_start.resize(count * blocks);
+
+  // Visits every far option that fits somewhere in its row, in the order of j, with the
+  // forward sums and chain peaks accumulated exactly as fill_row and choose_fast do.
+  auto for_each_option = [&](auto&& visit) {
+    for (int a = a0; a <= a_top; ++a) {
+      double forward_s = 0;
+      for (int j = a + 1; j < far_begin; ++j) forward_s += costs.forward_s(j - 1);
+      scratch.forward_s[a - a0] = forward_s;
+    }
+    for (TileScratch::Cell& c : cells) {
+      c.chain_peak = 0;
+      c.alive = true;
+      for (int j = c.a + 1; j < far_begin && c.alive; ++j) {
+        c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
+        c.alive = c.chain_peak < c.hi;
+      }
+    }
+    for (int j = far_begin; j <= far_end; ++j) {
+      for (int a = a0; a <= a_top; ++a) scratch.forward_s[a - a0] += costs.forward_s(j - 1);
+      for (size_t k = 0; k < count; ++k) {
+        TileScratch::Cell& c = cells[k];
+        if (!c.alive) continue;
+        c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
+        if (c.chain_peak >= c.hi) {
+          c.alive = false;
+          continue;
+        }
+        Option option;
+        option.right_cell = cell_index(j, c.b);
+        option.left_cell = cell_index(c.a, j - 1);
+        option.shift = costs.x(j);
+        option.start = std::max(
+            {c.chain_peak, option.shift + rows.lo[option.right_cell], rows.lo[option.left_cell], c.lo});
+        if (option.start >= c.hi) continue;
+        option.base = scratch.forward_s[c.a - a0];
+        visit(k, j, option);
+      }
+    }
+  };
+
+  double* bounds = scratch.bounds.data();
+  for_each_option([&](size_t k, int j, const Option& option) {
+    const TileScratch::Cell& c = cells[k];
+    const int64_t first = option.start >> kBlockShift;
+    const int64_t last = (c.hi - 1) >> kBlockShift;
+    option_bounds(rows, option, c.hi, first, last, bounds);
+    double* leader_bound = scratch.leader_bound.data() + k * blocks;
+    int32_t* leader_j = scratch.leader_j.data() + k * blocks;
+    double* leader_base = scratch.leader_base.data() + k * blocks;
+    int64_t* leader_start = scratch.leader_start.data() + k * blocks;
+    for (int64_t block = first; block <= last; ++block) {
+      const bool lower = bounds[block] < leader_bound[block];
+      leader_bound[block] = lower ? bounds[block] : leader_bound[block];
+      leader_j[block] = lower ? j : leader_j[block];
+      leader_base[block] = lower ? option.base : leader_base[block];
+      leader_start[block] = lower ? option.start : leader_start[block];
+    }
+  });
+
+  auto block_range = [](int64_t block, int64_t start, int64_t hi) {
+    return std::make_pair(std::max(block << kBlockShift, start), std::min(block_end(block) + 1, hi));
+  };
+  for (size_t k = 0; k < count; ++k) {
+    const TileScratch::Cell& c = cells[k];
+    for (int64_t block = c.lo >> kBlockShift; block <= (c.hi - 1) >> kBlockShift; ++block) {
+      const int j = scratch.leader_j[k * blocks + block];
+      if (j < 0) continue;
+      const auto [begin, end] = block_range(block, scratch.leader_start[k * blocks + block], c.hi);
+      relax_range(c.best, c.lo, begin, end, scratch.leader_base[k * blocks + block],
+                  make_term(rows, cell_index(j, c.b), costs.x(j)),
+                  make_term(rows, cell_index(c.a, j - 1), 0));
+    }
+  }
+
+  for_each_option([&](size_t k, int j, const Option& option) {
+    const TileScratch::Cell& c = cells[k];
+    const int64_t first = option.start >> kBlockShift;
+    int64_t last = (c.hi - 1) >> kBlockShift;
+    // Both sub-rows are at least their tails, so the option is at least `floor` anywhere;
+    // the best is non-increasing, so the blocks it can still lower are a prefix.
+    const double floor = (option.base + rows.tail[option.right_cell]) + rows.tail[option.left_cell];
+    if (!(floor < c.best[option.start - c.lo])) return;
+    for (int64_t low = first; low < last;) {  // invariant: the option may lower block `low`
+      const int64_t mid = (low + last + 1) / 2;
+      if (floor < c.best[(mid << kBlockShift) - c.lo]) {
+        low = mid;
+      } else {
+        last = mid - 1;
+      }
+    }
+    option_bounds(rows, option, c.hi, first, last, bounds);
+    const int32_t* leader_j = scratch.leader_j.data() + k * blocks;
+    const Term right = make_term(rows, option.right_cell, option.shift);
+    const Term left = make_term(rows, option.left_cell, 0);
+    int64_t run_begin = 0, run_end = 0;
+    for (int64_t block = first; block <= last; ++block) {
+      if (leader_j[block] == j) continue;
+      const auto [begin, end] = block_range(block, option.start, c.hi);
+      if (!(bounds[block] < c.best[begin - c.lo])) continue;
+      if (begin != run_end) {
+        relax_range(c.best, c.lo, run_begin, run_end, option.base, right, left);
+        run_begin = begin;
+      }
+      run_end = end;
+    }
+    relax_range(c.best, c.lo, run_begin, run_end, option.base, right, left);
+  });
+}
+
 // The option whose value at (a, b, m) is smallest, evaluated exactly as fill_row does.
 int choose_fast(const Costs& costs, const Rows& rows, int a, int b, int64_t m) {
   const int64_t cell = cell_index(a, b);
@@ -441,8 +630,9 @@ int choose_fast(const Costs& costs, const Rows& rows, int a, int b, int64_t m) {
   return best_choice;
 }
 
-// Columns per block of the fill order (see solve_fast).
-constexpr int kColumnBlock = 4;
+// Rows and columns per tile of the fill order (see solve_fast). 8 x 8 cells of 500 slots
+// keep the tile's rows (256 KB) in a 1 MiB L2 next to the 16 sub-rows of a split point.
+constexpr int kTile = 8;
 
 int resolve_threads(int threads) {
   if (threads > 0) return threads;
@@ -585,27 +775,38 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
   rows.coarse.resize(cells * rows.coarse_blocks);
 
   const int workers = resolve_threads(threads);
-  // Cells are filled by blocks of kColumnBlock columns b, each block by decreasing a, the
-  // columns of a block side by side. (a, b) needs (a + 1..b, b), filled before it in the
-  // same column, and (a, a..b - 1), filled before it in the same block or in an earlier
-  // block's row a. Neighbouring cells of this order share their sub-rows (the same
-  // column's rows, the same row a), so those mostly come from the caches. Threads take
-  // blocks in turn; a block waits, row by row, for the previous block's row a.
-  const int column_blocks = (stages + kColumnBlock - 1) / kColumnBlock;
+  // Cells are filled by tiles of kTile x kTile: column blocks of kTile columns b, each by
+  // row blocks of decreasing a. (a, b) needs (a + 1..b, b), below it in its column, and
+  // (a, a..b - 1), left of it in its row. The diagonal tile is filled cell by cell (a
+  // decreasing, b increasing). An off-diagonal tile first relaxes the split points that
+  // lie between its rows and its columns for all its cells together (relax_far_splits),
+  // then each cell in the same order adds its near split points and graph first. Threads
+  // take column blocks in turn; a tile waits until the previous column block has
+  // finished its row block (a pipeline).
+  const int column_blocks = (stages + kTile - 1) / kTile;
   std::vector<std::atomic<int>> rows_done(column_blocks);  // smallest a finished
   for (auto& done : rows_done) done.store(std::numeric_limits<int>::max());
   std::atomic<int> next_block{0};
   auto work = [&]() {
     Scratch scratch;
+    TileScratch tile_scratch;
     for (int block = next_block++; block < column_blocks; block = next_block++) {
-      const int first_b = block * kColumnBlock;
-      const int last_b = std::min(stages, first_b + kColumnBlock) - 1;
-      for (int a = last_b; a >= 0; --a) {
-        if (block > 0) {
-          while (rows_done[block - 1].load(std::memory_order_acquire) > a) std::this_thread::yield();
+      const int first_b = block * kTile;
+      const int last_b = std::min(stages, first_b + kTile) - 1;
+      for (int a = last_b; a >= first_b; --a) {
+        for (int b = a; b <= last_b; ++b) fill_row(costs, rows, a, b, scratch);
+      }
+      rows_done[block].store(first_b, std::memory_order_release);
+      for (int row_block = block - 1; row_block >= 0; --row_block) {
+        const int a0 = row_block * kTile;
+        const int a_top = a0 + kTile - 1;
+        while (rows_done[block - 1].load(std::memory_order_acquire) > a0) std::this_thread::yield();
+        relax_far_splits(costs, rows, a0, a_top, first_b, last_b, tile_scratch);
+        for (int a = a_top; a >= a0; --a) {
+          for (int b = first_b; b <= last_b; ++b)
+            fill_row(costs, rows, a, b, scratch, false, a_top + 1, first_b);
         }
-        for (int b = std::max(a, first_b); b <= last_b; ++b) fill_row(costs, rows, a, b, scratch);
-        rows_done[block].store(a, std::memory_order_release);
+        rows_done[block].store(a0, std::memory_order_release);
       }
     }
   };

@@ -158,6 +158,36 @@ TEST(OptimalDp, FastMatchesReferenceOnRandomChains) {
   EXPECT_GT(infeasible_cases, 100);
 }
 
+// Chains longer than one 8 x 8 tile of the fast solver's fill order, so that its far
+// phase (split points between a tile's rows and columns) and the near phase that
+// follows it meet every shape of tile: full, cut by the loss stage, one row or column.
+TEST(OptimalDp, TiledFastSolverMatchesReferenceOnLongerChains) {
+  std::mt19937_64 rng(31);
+  int feasible_cases = 0;
+  for (int trial = 0; trial < 150; ++trial) {
+    const int length = 8 + trial % 33;
+    testing::RandomProfileOptions options;
+    options.zero_probability = trial % 4 == 0 ? 0.1 : 0.0;
+    options.homogeneous = trial % 13 == 0;
+    const ChainProfile profile = testing::random_profile(rng, length, options);
+    const int64_t budget = profile.fixed_bytes + (store_all_peak(profile) - profile.fixed_bytes) *
+                                                     testing::uniform_int(rng, 25, 75) / 100;
+    const int slots = static_cast<int>(testing::uniform_int(rng, 20, 150));
+    const DiscreteChain chain = optimal_dp::discretize(profile, budget - profile.fixed_bytes, slots);
+    const optimal_dp::Solution reference = optimal_dp::solve_reference(chain);
+    const optimal_dp::Solution fast = optimal_dp::solve_fast(chain, 1);
+    ASSERT_EQ(fast.feasible, reference.feasible) << "trial " << trial;
+    if (!fast.feasible) continue;
+    ++feasible_cases;
+    ASSERT_TRUE(near(fast.time_s, reference.time_s))
+        << "trial " << trial << ": " << fast.time_s << " vs " << reference.time_s;
+    const SimulationResult replay = simulate(profile, fast.schedule);
+    EXPECT_LE(replay.peak_bytes, budget) << "trial " << trial;
+    EXPECT_TRUE(near(replay.time_s, fast.time_s)) << "trial " << trial;
+  }
+  EXPECT_GT(feasible_cases, 75);
+}
+
 TEST(OptimalDp, ThreadedFastSolverMatchesReference) {
   std::mt19937_64 rng(99);
   for (int trial = 0; trial < 4; ++trial) {
