@@ -377,9 +377,15 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     const int64_t peak = probe.peak();
     graphs[i] = StageGraph();
     const int64_t input_gradient_bytes = i > 0 ? stage.input_bytes : 0;
-    stage.backward_temp_bytes = std::max<int64_t>(peak - before - input_gradient_bytes, 0);
-    if (i == length - 1) {
-      stage.backward_temp_bytes = std::max(stage.backward_temp_bytes, loss_temp_bytes - input_gradient_bytes);
+    // A backward may free part of its graph (an output it does not need) before it
+    // allocates d_i; then the peak stays below before + d_i and the gap is "released".
+    const int64_t excess_bytes = peak - before - input_gradient_bytes;
+    stage.backward_temp_bytes = std::max<int64_t>(excess_bytes, 0);
+    stage.backward_released_bytes =
+        std::min(std::max<int64_t>(-excess_bytes, 0), stage.saved_bytes + stage.output_bytes);
+    if (i == length - 1 && loss_temp_bytes - input_gradient_bytes > stage.backward_temp_bytes) {
+      stage.backward_temp_bytes = loss_temp_bytes - input_gradient_bytes;
+      stage.backward_released_bytes = 0;
     }
     incoming = std::move(produced);
   }

@@ -23,7 +23,9 @@
 ///   ForwardCheckpoint then each match the measured peak.
 /// - `backward_temp_bytes`: peak during `Backward(i)` above the state before it (graph i,
 ///   d_{i+1}, a_i alive; parameter gradients already allocated, so accumulating into them
-///   is a transient) and the produced input gradient d_i (i >= 1). The loss's own
+///   is a transient) and the produced input gradient d_i (i >= 1). When the peak stays
+///   below before + d_i (the backward freed part of its graph first), the shortfall is
+///   `backward_released_bytes` and the temporary is 0. The loss's own
 ///   transient bytes (its forward and backward inside the `Loss` op) are charged to the
 ///   last stage: its backward_temp_bytes is at least the loss transient minus d_{L-1}, so
 ///   that the Backward(L-1) peak simulate predicts covers the Loss op's measured peak.
