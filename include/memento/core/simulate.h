@@ -8,10 +8,10 @@
 /// graph i is alive is counted once, inside the graph) + live graphs (saved_bytes) +
 /// live gradients d_i (size of a_i, i >= 1). While an op runs, its result and its
 /// temporaries sit on top of the state before it:
-/// - a forward: + output (ForwardNoGrad/Checkpoint) or + saved_bytes (WithGraph),
-///   + forward_temp_bytes;
+/// - a forward: + output + no_grad_temp_bytes() (ForwardNoGrad/Checkpoint) or
+///   + saved_bytes + forward_temp_bytes (WithGraph);
 /// - Loss: + d_L;
-/// - Backward(i): + d_i (i >= 1) + backward_temp_bytes.
+/// - Backward(i): + max(0, d_i (i >= 1) + backward_temp_bytes - backward_released_bytes).
 /// The op's peak is that sum; the step's peak is the largest op peak.
 ///
 /// Example:
