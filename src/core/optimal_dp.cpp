@@ -246,8 +246,39 @@ void relax_kernel(double* best, int64_t count, double base, const double* row1, 
   }
 }
 
+// The row/row kernel takes most of the solve once the table is tiled; the build targets
+// baseline x86-64 (SSE2, 2 doubles per instruction), so an AVX2 copy (4 doubles) is
+// chosen at run time where the CPU has it. Same additions in the same order, no FMA:
+// bit-identical results.
+using RowRowKernel = void (*)(double*, int64_t, double, const double*, const double*);
+void row_row_kernel(double* best, int64_t count, double base, const double* row1, const double* row2) {
+  relax_kernel<true, true>(best, count, base, row1, 0, row2, 0);
+}
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2"))) void row_row_kernel_avx2(double* best, int64_t count, double base,
+                                                         const double* row1, const double* row2) {
+  for (int64_t i = 0; i < count; ++i) {
+    const double value = (base + row1[i]) + row2[i];
+    best[i] = value < best[i] ? value : best[i];
+  }
+}
+RowRowKernel select_row_row_kernel() {
+  return __builtin_cpu_supports("avx2") ? row_row_kernel_avx2 : row_row_kernel;
+}
+#else
+RowRowKernel select_row_row_kernel() {
+  return row_row_kernel;
+}
+#endif
+const RowRowKernel relax_row_row = select_row_row_kernel();
+
 void relax_range(double* best, int64_t best_lo, int64_t m0, int64_t m1, double base, const Term& t1,
                  const Term& t2) {
+  if (m0 >= m1) return;
+  if (m1 <= t1.row_hi && m1 <= t2.row_hi) {  // the common case: both sub-rows cover the range
+    relax_row_row(best + (m0 - best_lo), m1 - m0, base, t1.row + (m0 - t1.row_lo), t2.row + (m0 - t2.row_lo));
+    return;
+  }
   auto run = [&](int64_t from, int64_t to) {
     if (from >= to) return;
     const bool row1 = from < t1.row_hi;
@@ -257,7 +288,7 @@ void relax_range(double* best, int64_t best_lo, int64_t m0, int64_t m1, double b
     const double* p2 = row2 ? t2.row + (from - t2.row_lo) : nullptr;
     const int64_t count = to - from;
     if (row1 && row2) {
-      relax_kernel<true, true>(out, count, base, p1, 0, p2, 0);
+      relax_row_row(out, count, base, p1, p2);
     } else if (row1) {
       relax_kernel<true, false>(out, count, base, p1, 0, nullptr, t2.tail);
     } else if (row2) {
@@ -417,16 +448,13 @@ struct TileScratch {
     int a = 0, b = 0;
     int64_t cell = 0, lo = 0, hi = 0;
     double* best = nullptr;
+    double tail = 0;
     int64_t chain_peak = 0;
     bool alive = true;
   };
   std::vector<Cell> cells;
   std::vector<double> forward_s;  // per row a of the tile: f_a + .. + f_{j-1}
   std::vector<double> bounds;     // one option's bounds, per absolute block
-  // Per (tile cell, absolute block): the far split with the smallest bound there.
-  std::vector<double> leader_bound, leader_base;
-  std::vector<int32_t> leader_j;
-  std::vector<int64_t> leader_start;
 };
 
 // Lower bounds of one option on the blocks [first, last] of its cell (absolute block
@@ -450,17 +478,22 @@ void option_bounds(const Rows& rows, const Option& option, int64_t hi, int64_t f
 // The far phase of an off-diagonal tile: rows a in [a0, a_top], columns b in
 // [first_b, last_b], a_top < first_b, and split points j in [a_top + 1, first_b]. Those
 // options read only cells of earlier tiles (right (j, b) lies below the tile in its
-// column block, left (a, j - 1) left of it in its row block), so they can be relaxed for
+// column block, left (a, j - 1) left of it in its row block), so they are relaxed for
 // the whole tile split point by split point: each sub-row is loaded once for the 8 cells
 // that share it instead of once per cell, which is what made the untiled fill memory
-// bound. Pruning is fill_row's: per (cell, block) the far split with the smallest bound
-// is relaxed first, then every other one only on blocks where its bound beats the best.
-// fill_row then adds the near split points and the graph-first option to the same rows.
+// bound. fill_row then adds the near split points and graph first to the same rows.
+//
+// Pruning. Split points come in increasing j, so the short recomputations, which win at
+// large m, come first and the best is soon nearly final there. An option is at least
+// its `floor` (both sub-rows at their tails) everywhere, so it can only lower a prefix
+// of blocks (the best is non-increasing); on those, a block is relaxed only where the
+// coarse bound beats the best at its first slot. Measured on the bench chains, this order alone prunes as
+// well as relaxing each block's smallest-bound option first (fill_row's leaders), without the extra pass over
+// every bound.
 void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int first_b, int last_b,
                       TileScratch& scratch) {
   const int far_begin = a_top + 1;
   const int far_end = first_b;
-  const int64_t blocks = rows.coarse_blocks;
   auto& cells = scratch.cells;
   cells.clear();
   for (int a = a0; a <= a_top; ++a) {
@@ -473,125 +506,79 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       c.hi = rows.hi[c.cell];
       if (c.lo >= c.hi) continue;
       c.best = rows.values.data() + rows.offset[c.cell];
+      c.tail = rows.tail[c.cell];
       std::fill(c.best, c.best + (c.hi - c.lo), kInfinity);
       cells.push_back(c);
     }
   }
   if (cells.empty()) return;
-  const size_t count = cells.size();
   scratch.forward_s.resize(a_top - a0 + 1);
-  scratch.bounds.resize(blocks);
-  scratch.leader_bound.assign(count * blocks, kInfinity);
-  scratch.leader_base.resize(count * blocks);
-  scratch.leader_j.assign(count * blocks, -1);
-  scratch.leader_start.resize(count * blocks);
-
-  // Visits every far option that fits somewhere in its row, in the order of j, with the
-  // forward sums and chain peaks accumulated exactly as fill_row and choose_fast do.
-  auto for_each_option = [&](auto&& visit) {
-    for (int a = a0; a <= a_top; ++a) {
-      double forward_s = 0;
-      for (int j = a + 1; j < far_begin; ++j) forward_s += costs.forward_s(j - 1);
-      scratch.forward_s[a - a0] = forward_s;
+  scratch.bounds.resize(rows.coarse_blocks);
+  // Forward sums and chain peaks are accumulated exactly as fill_row and choose_fast do.
+  for (int a = a0; a <= a_top; ++a) {
+    double forward_s = 0;
+    for (int j = a + 1; j < far_begin; ++j) forward_s += costs.forward_s(j - 1);
+    scratch.forward_s[a - a0] = forward_s;
+  }
+  for (TileScratch::Cell& c : cells) {
+    for (int j = c.a + 1; j < far_begin && c.alive; ++j) {
+      c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
+      c.alive = c.chain_peak < c.hi;
     }
-    for (TileScratch::Cell& c : cells) {
-      c.chain_peak = 0;
-      c.alive = true;
-      for (int j = c.a + 1; j < far_begin && c.alive; ++j) {
-        c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
-        c.alive = c.chain_peak < c.hi;
-      }
-    }
-    for (int j = far_begin; j <= far_end; ++j) {
-      for (int a = a0; a <= a_top; ++a) scratch.forward_s[a - a0] += costs.forward_s(j - 1);
-      for (size_t k = 0; k < count; ++k) {
-        TileScratch::Cell& c = cells[k];
-        if (!c.alive) continue;
-        c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
-        if (c.chain_peak >= c.hi) {
-          c.alive = false;
-          continue;
-        }
-        Option option;
-        option.right_cell = cell_index(j, c.b);
-        option.left_cell = cell_index(c.a, j - 1);
-        option.shift = costs.x(j);
-        option.start = std::max(
-            {c.chain_peak, option.shift + rows.lo[option.right_cell], rows.lo[option.left_cell], c.lo});
-        if (option.start >= c.hi) continue;
-        option.base = scratch.forward_s[c.a - a0];
-        visit(k, j, option);
-      }
-    }
-  };
-
+  }
   double* bounds = scratch.bounds.data();
-  for_each_option([&](size_t k, int j, const Option& option) {
-    const TileScratch::Cell& c = cells[k];
-    const int64_t first = option.start >> kBlockShift;
-    const int64_t last = (c.hi - 1) >> kBlockShift;
-    option_bounds(rows, option, c.hi, first, last, bounds);
-    double* leader_bound = scratch.leader_bound.data() + k * blocks;
-    int32_t* leader_j = scratch.leader_j.data() + k * blocks;
-    double* leader_base = scratch.leader_base.data() + k * blocks;
-    int64_t* leader_start = scratch.leader_start.data() + k * blocks;
-    for (int64_t block = first; block <= last; ++block) {
-      const bool lower = bounds[block] < leader_bound[block];
-      leader_bound[block] = lower ? bounds[block] : leader_bound[block];
-      leader_j[block] = lower ? j : leader_j[block];
-      leader_base[block] = lower ? option.base : leader_base[block];
-      leader_start[block] = lower ? option.start : leader_start[block];
-    }
-  });
-
   auto block_range = [](int64_t block, int64_t start, int64_t hi) {
     return std::make_pair(std::max(block << kBlockShift, start), std::min(block_end(block) + 1, hi));
   };
-  for (size_t k = 0; k < count; ++k) {
-    const TileScratch::Cell& c = cells[k];
-    for (int64_t block = c.lo >> kBlockShift; block <= (c.hi - 1) >> kBlockShift; ++block) {
-      const int j = scratch.leader_j[k * blocks + block];
-      if (j < 0) continue;
-      const auto [begin, end] = block_range(block, scratch.leader_start[k * blocks + block], c.hi);
-      relax_range(c.best, c.lo, begin, end, scratch.leader_base[k * blocks + block],
-                  make_term(rows, cell_index(j, c.b), costs.x(j)),
-                  make_term(rows, cell_index(c.a, j - 1), 0));
+  for (int j = far_begin; j <= far_end; ++j) {
+    for (int a = a0; a <= a_top; ++a) scratch.forward_s[a - a0] += costs.forward_s(j - 1);
+    for (TileScratch::Cell& c : cells) {
+      if (!c.alive) continue;
+      c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
+      const double forward_s = scratch.forward_s[c.a - a0];
+      // Every later option recomputes at least as much: once even the cheapest possible
+      // value (the segment's store-all time plus this recomputation, less a margin far
+      // above the rounding of the sums) cannot beat the largest best, the cell is done.
+      if (c.chain_peak >= c.hi || !(forward_s + c.tail * (1 - 1e-9) < c.best[0])) {
+        c.alive = false;
+        continue;
+      }
+      Option option;
+      option.right_cell = cell_index(j, c.b);
+      option.left_cell = cell_index(c.a, j - 1);
+      option.shift = costs.x(j);
+      option.start = std::max(
+          {c.chain_peak, option.shift + rows.lo[option.right_cell], rows.lo[option.left_cell], c.lo});
+      if (option.start >= c.hi) continue;
+      option.base = forward_s;
+      const int64_t first = option.start >> kBlockShift;
+      int64_t last = (c.hi - 1) >> kBlockShift;
+      const double floor = (option.base + rows.tail[option.right_cell]) + rows.tail[option.left_cell];
+      if (!(floor < c.best[option.start - c.lo])) continue;
+      for (int64_t low = first; low < last;) {  // the option may lower block `low`
+        const int64_t mid = (low + last + 1) / 2;
+        if (floor < c.best[(mid << kBlockShift) - c.lo]) {
+          low = mid;
+        } else {
+          last = mid - 1;
+        }
+      }
+      option_bounds(rows, option, c.hi, first, last, bounds);
+      const Term right = make_term(rows, option.right_cell, option.shift);
+      const Term left = make_term(rows, option.left_cell, 0);
+      int64_t run_begin = 0, run_end = 0;
+      for (int64_t block = first; block <= last; ++block) {
+        const auto [begin, end] = block_range(block, option.start, c.hi);
+        if (!(bounds[block] < c.best[begin - c.lo])) continue;
+        if (begin != run_end) {
+          relax_range(c.best, c.lo, run_begin, run_end, option.base, right, left);
+          run_begin = begin;
+        }
+        run_end = end;
+      }
+      relax_range(c.best, c.lo, run_begin, run_end, option.base, right, left);
     }
   }
-
-  for_each_option([&](size_t k, int j, const Option& option) {
-    const TileScratch::Cell& c = cells[k];
-    const int64_t first = option.start >> kBlockShift;
-    int64_t last = (c.hi - 1) >> kBlockShift;
-    // Both sub-rows are at least their tails, so the option is at least `floor` anywhere;
-    // the best is non-increasing, so the blocks it can still lower are a prefix.
-    const double floor = (option.base + rows.tail[option.right_cell]) + rows.tail[option.left_cell];
-    if (!(floor < c.best[option.start - c.lo])) return;
-    for (int64_t low = first; low < last;) {  // invariant: the option may lower block `low`
-      const int64_t mid = (low + last + 1) / 2;
-      if (floor < c.best[(mid << kBlockShift) - c.lo]) {
-        low = mid;
-      } else {
-        last = mid - 1;
-      }
-    }
-    option_bounds(rows, option, c.hi, first, last, bounds);
-    const int32_t* leader_j = scratch.leader_j.data() + k * blocks;
-    const Term right = make_term(rows, option.right_cell, option.shift);
-    const Term left = make_term(rows, option.left_cell, 0);
-    int64_t run_begin = 0, run_end = 0;
-    for (int64_t block = first; block <= last; ++block) {
-      if (leader_j[block] == j) continue;
-      const auto [begin, end] = block_range(block, option.start, c.hi);
-      if (!(bounds[block] < c.best[begin - c.lo])) continue;
-      if (begin != run_end) {
-        relax_range(c.best, c.lo, run_begin, run_end, option.base, right, left);
-        run_begin = begin;
-      }
-      run_end = end;
-    }
-    relax_range(c.best, c.lo, run_begin, run_end, option.base, right, left);
-  });
 }
 
 // The option whose value at (a, b, m) is smallest, evaluated exactly as fill_row does.
