@@ -207,6 +207,13 @@ struct Rows {
   // [0, capacity]: a lower bound of get(cell, m) for m <= block_end(k).
   int64_t coarse_blocks = 0;
   std::vector<double> coarse;
+  // lo, hi, offset and tail again, one cell per 32 bytes: the fill reads them for
+  // scattered cells (every split point's two sub-cells), one cache line instead of four.
+  struct Meta {
+    int64_t lo = 0, hi = 0, offset = 0;
+    double tail = 0;
+  };
+  std::vector<Meta> meta;
 
   double get(int64_t cell, int64_t m) const {
     if (m < lo[cell]) return kInfinity;
@@ -226,11 +233,12 @@ struct Term {
 };
 
 Term make_term(const Rows& rows, int64_t cell, int64_t shift) {
+  const Rows::Meta& meta = rows.meta[cell];
   Term term;
-  term.row = rows.values.data() + rows.offset[cell];
-  term.row_lo = rows.lo[cell] + shift;
-  term.row_hi = rows.hi[cell] + shift;
-  term.tail = rows.tail[cell];
+  term.row = rows.values.data() + meta.offset;
+  term.row_lo = meta.lo + shift;
+  term.row_hi = meta.hi + shift;
+  term.tail = meta.tail;
   return term;
 }
 
@@ -246,37 +254,46 @@ void relax_kernel(double* best, int64_t count, double base, const double* row1, 
   }
 }
 
-// The row/row kernel takes most of the solve once the table is tiled; the build targets
-// baseline x86-64 (SSE2, 2 doubles per instruction), so an AVX2 copy (4 doubles) is
-// chosen at run time where the CPU has it. Same additions in the same order, no FMA:
-// bit-identical results.
-using RowRowKernel = void (*)(double*, int64_t, double, const double*, const double*);
-void row_row_kernel(double* best, int64_t count, double base, const double* row1, const double* row2) {
-  relax_kernel<true, true>(best, count, base, row1, 0, row2, 0);
-}
+// The relaxation kernels take most of the solve once the table is tiled; the build
+// targets baseline x86-64 (SSE2, 2 doubles per instruction), so AVX2 copies (4 doubles)
+// are chosen at run time where the CPU has them. Same additions in the same order, no
+// FMA: bit-identical results.
+using Kernel = void (*)(double*, int64_t, double, const double*, double, const double*, double);
+struct Kernels {
+  Kernel row_row, row_tail, tail_row, tail_tail;
+};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target("avx2"))) void row_row_kernel_avx2(double* best, int64_t count, double base,
-                                                         const double* row1, const double* row2) {
+template <bool kRow1, bool kRow2>
+__attribute__((target("avx2"))) void relax_kernel_avx2(double* best, int64_t count, double base,
+                                                       const double* row1, double tail1, const double* row2,
+                                                       double tail2) {
   for (int64_t i = 0; i < count; ++i) {
-    const double value = (base + row1[i]) + row2[i];
+    const double value = (base + (kRow1 ? row1[i] : tail1)) + (kRow2 ? row2[i] : tail2);
     best[i] = value < best[i] ? value : best[i];
   }
 }
-RowRowKernel select_row_row_kernel() {
-  return __builtin_cpu_supports("avx2") ? row_row_kernel_avx2 : row_row_kernel;
+Kernels select_kernels() {
+  if (__builtin_cpu_supports("avx2")) {
+    return {relax_kernel_avx2<true, true>, relax_kernel_avx2<true, false>, relax_kernel_avx2<false, true>,
+            relax_kernel_avx2<false, false>};
+  }
+  return {relax_kernel<true, true>, relax_kernel<true, false>, relax_kernel<false, true>,
+          relax_kernel<false, false>};
 }
 #else
-RowRowKernel select_row_row_kernel() {
-  return row_row_kernel;
+Kernels select_kernels() {
+  return {relax_kernel<true, true>, relax_kernel<true, false>, relax_kernel<false, true>,
+          relax_kernel<false, false>};
 }
 #endif
-const RowRowKernel relax_row_row = select_row_row_kernel();
+const Kernels kernels = select_kernels();
 
 void relax_range(double* best, int64_t best_lo, int64_t m0, int64_t m1, double base, const Term& t1,
                  const Term& t2) {
   if (m0 >= m1) return;
   if (m1 <= t1.row_hi && m1 <= t2.row_hi) {  // the common case: both sub-rows cover the range
-    relax_row_row(best + (m0 - best_lo), m1 - m0, base, t1.row + (m0 - t1.row_lo), t2.row + (m0 - t2.row_lo));
+    kernels.row_row(best + (m0 - best_lo), m1 - m0, base, t1.row + (m0 - t1.row_lo), 0,
+                    t2.row + (m0 - t2.row_lo), 0);
     return;
   }
   auto run = [&](int64_t from, int64_t to) {
@@ -287,15 +304,9 @@ void relax_range(double* best, int64_t best_lo, int64_t m0, int64_t m1, double b
     const double* p1 = row1 ? t1.row + (from - t1.row_lo) : nullptr;
     const double* p2 = row2 ? t2.row + (from - t2.row_lo) : nullptr;
     const int64_t count = to - from;
-    if (row1 && row2) {
-      relax_row_row(out, count, base, p1, p2);
-    } else if (row1) {
-      relax_kernel<true, false>(out, count, base, p1, 0, nullptr, t2.tail);
-    } else if (row2) {
-      relax_kernel<false, true>(out, count, base, nullptr, t1.tail, p2, 0);
-    } else {
-      relax_kernel<false, false>(out, count, base, nullptr, t1.tail, nullptr, t2.tail);
-    }
+    const Kernel kernel =
+        row1 ? (row2 ? kernels.row_row : kernels.row_tail) : (row2 ? kernels.tail_row : kernels.tail_tail);
+    kernel(out, count, base, p1, t1.tail, p2, t2.tail);
   };
   const int64_t cut1 = std::clamp(t1.row_hi, m0, m1);
   const int64_t cut2 = std::clamp(t2.row_hi, m0, m1);
@@ -547,13 +558,14 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       option.right_cell = cell_index(j, c.b);
       option.left_cell = cell_index(c.a, j - 1);
       option.shift = costs.x(j);
-      option.start = std::max(
-          {c.chain_peak, option.shift + rows.lo[option.right_cell], rows.lo[option.left_cell], c.lo});
+      const Rows::Meta& right_meta = rows.meta[option.right_cell];
+      const Rows::Meta& left_meta = rows.meta[option.left_cell];
+      option.start = std::max({c.chain_peak, option.shift + right_meta.lo, left_meta.lo, c.lo});
       if (option.start >= c.hi) continue;
       option.base = forward_s;
       const int64_t first = option.start >> kBlockShift;
       int64_t last = (c.hi - 1) >> kBlockShift;
-      const double floor = (option.base + rows.tail[option.right_cell]) + rows.tail[option.left_cell];
+      const double floor = (option.base + right_meta.tail) + left_meta.tail;
       if (!(floor < c.best[option.start - c.lo])) continue;
       for (int64_t low = first; low < last;) {  // the option may lower block `low`
         const int64_t mid = (low + last + 1) / 2;
@@ -617,9 +629,11 @@ int choose_fast(const Costs& costs, const Rows& rows, int a, int b, int64_t m) {
   return best_choice;
 }
 
-// Rows and columns per tile of the fill order (see solve_fast). 8 x 8 cells of 500 slots
-// keep the tile's rows (256 KB) in a 1 MiB L2 next to the 16 sub-rows of a split point.
-constexpr int kTile = 8;
+// Columns and rows per tile of the fill order (see solve_fast); the columns must be a
+// multiple of the rows. 8 x 8 cells of 500 slots keep the tile's rows (256 KB) in a
+// 1 MiB L2 next to the sub-rows of a split point; 16 x 8 and 16 x 16 measured slower.
+constexpr int kTileColumns = 8;
+constexpr int kTileRows = 8;
 
 int resolve_threads(int threads) {
   if (threads > 0) return threads;
@@ -757,6 +771,9 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
     rows.offset[cell] = total;
     total += std::max<int64_t>(0, rows.hi[cell] - rows.lo[cell]);
   }
+  rows.meta.resize(cells);
+  for (int64_t cell = 0; cell < cells; ++cell)
+    rows.meta[cell] = {rows.lo[cell], rows.hi[cell], rows.offset[cell], rows.tail[cell]};
   rows.values.resize(total);
   rows.coarse_blocks = (chain.capacity >> kBlockShift) + 1;
   rows.coarse.resize(cells * rows.coarse_blocks);
@@ -770,7 +787,7 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
   // then each cell in the same order adds its near split points and graph first. Threads
   // take column blocks in turn; a tile waits until the previous column block has
   // finished its row block (a pipeline).
-  const int column_blocks = (stages + kTile - 1) / kTile;
+  const int column_blocks = (stages + kTileColumns - 1) / kTileColumns;
   std::vector<std::atomic<int>> rows_done(column_blocks);  // smallest a finished
   for (auto& done : rows_done) done.store(std::numeric_limits<int>::max());
   std::atomic<int> next_block{0};
@@ -778,15 +795,15 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
     Scratch scratch;
     TileScratch tile_scratch;
     for (int block = next_block++; block < column_blocks; block = next_block++) {
-      const int first_b = block * kTile;
-      const int last_b = std::min(stages, first_b + kTile) - 1;
+      const int first_b = block * kTileColumns;
+      const int last_b = std::min(stages, first_b + kTileColumns) - 1;
       for (int a = last_b; a >= first_b; --a) {
         for (int b = a; b <= last_b; ++b) fill_row(costs, rows, a, b, scratch);
       }
       rows_done[block].store(first_b, std::memory_order_release);
-      for (int row_block = block - 1; row_block >= 0; --row_block) {
-        const int a0 = row_block * kTile;
-        const int a_top = a0 + kTile - 1;
+      for (int row_block = first_b / kTileRows - 1; row_block >= 0; --row_block) {
+        const int a0 = row_block * kTileRows;
+        const int a_top = a0 + kTileRows - 1;
         while (rows_done[block - 1].load(std::memory_order_acquire) > a0) std::this_thread::yield();
         relax_far_splits(costs, rows, a0, a_top, first_b, last_b, tile_scratch);
         for (int a = a_top; a >= a0; --a) {
