@@ -95,9 +95,13 @@ double DtrPool::evicted_neighbourhood_cost(int id) const {
 }
 
 double DtrPool::score(int id, double now_s) const {
+  return score(id, now_s, bytes_.at(id));
+}
+
+double DtrPool::score(int id, double now_s, int64_t bytes) const {
   const double staleness_s = std::max(now_s - last_access_s_.at(id), 1e-9);
-  const double bytes = static_cast<double>(std::max<int64_t>(bytes_[id], 1));
-  return (cost_s_[id] + evicted_neighbourhood_cost(id)) / (bytes * staleness_s);
+  const double freed = static_cast<double>(std::max<int64_t>(bytes, 1));
+  return (cost_s_.at(id) + evicted_neighbourhood_cost(id)) / (freed * staleness_s);
 }
 
 int DtrPool::choose(double now_s, const std::function<bool(int)>& evictable) const {
@@ -215,12 +219,17 @@ void DtrChainState::on_op(const Op& op, double now_s) {
 
 void DtrChainState::on_evicted(const DtrEviction& eviction) {
   const int i = eviction.index;
-  if (eviction.kind == DtrEviction::Kind::ShrinkGraph) {
-    if (!graph_.at(i))
-      throw ScheduleError("DTR: cannot shrink the graph of stage " + std::to_string(i) + ": it is not alive");
+  if (eviction.kind != DtrEviction::Kind::FreeActivation) {
+    if (!graph_.at(i)) {
+      throw ScheduleError("DTR: cannot evict the graph of stage " + std::to_string(i) + ": it is not alive");
+    }
     set_graph(i, false);
-    set_stored(i + 1, true);
     pool_.evict(residual_id(i));
+    if (eviction.kind == DtrEviction::Kind::ShrinkGraph) {
+      set_stored(i + 1, true);
+    } else {
+      pool_.evict(activation_id(i + 1));
+    }
   } else {
     if (!stored_.at(i)) throw ScheduleError("DTR: cannot free a_" + std::to_string(i) + ": it is not stored");
     set_stored(i, false);
@@ -239,25 +248,53 @@ std::optional<DtrEviction> DtrChainState::choose_eviction(const std::vector<int>
   auto contains = [](const std::vector<int>& values, int value) {
     return std::find(values.begin(), values.end(), value) != values.end();
   };
-  const int id = pool_.choose(now_s, [&](int candidate) {
-    if (candidate >= length_) {
-      const int stage = candidate - length_;
-      return graph_[stage] && !contains(pinned_graphs, stage);
+  std::optional<DtrEviction> best;
+  double best_score = 0;
+  int64_t best_bytes = 0;
+  auto consider = [&](DtrEviction candidate, int id, int64_t bytes) {
+    if (bytes <= 0) return;  // evicting it frees nothing
+    const double h = pool_.score(id, now_s, bytes);
+    if (!best || h < best_score || (h == best_score && bytes > best_bytes)) {
+      best = candidate;
+      best_score = h;
+      best_bytes = bytes;
     }
-    const int activation = candidate + 1;
-    // A live graph i saved its input a_i: freeing the stored copy would free nothing
-    // and break Backward(i).
-    return stored_[activation] && !(activation < length_ && graph_[activation]) &&
-           !contains(pinned_activations, activation);
-  });
-  if (id < 0) return std::nullopt;
-  if (id >= length_) return DtrEviction{DtrEviction::Kind::ShrinkGraph, id - length_};
-  return DtrEviction{DtrEviction::Kind::FreeActivation, id + 1};
+  };
+  for (int stage = 0; stage < length_; ++stage) {
+    if (!graph_[stage] || contains(pinned_graphs, stage)) continue;
+    consider({DtrEviction::Kind::ShrinkGraph, stage}, residual_id(stage), pool_.bytes(residual_id(stage)));
+    // The whole graph, output included, when nothing needs a_{stage+1} now: the next
+    // graph is not alive (it would have saved its input) and the op does not read it.
+    // Stages whose graph is just their output (ReLU, Linear) free nothing by shrinking.
+    const int output = stage + 1;
+    if (!(output < length_ && graph_[output]) && !contains(pinned_activations, output) && !stored_[output]) {
+      consider({DtrEviction::Kind::DropGraph, stage}, activation_id(output),
+               profile_.stages[stage].saved_bytes);
+    }
+  }
+  for (int activation = 1; activation <= length_; ++activation) {
+    // A live graph i saved its input a_i: freeing the stored copy would free nothing and
+    // break Backward(i).
+    if (!stored_[activation] || (activation < length_ && graph_[activation]) ||
+        contains(pinned_activations, activation)) {
+      continue;
+    }
+    consider({DtrEviction::Kind::FreeActivation, activation}, activation_id(activation),
+             pool_.bytes(activation_id(activation)));
+  }
+  return best;
 }
 
 int64_t DtrChainState::eviction_bytes(const DtrEviction& eviction) const {
-  if (eviction.kind == DtrEviction::Kind::ShrinkGraph) return pool_.bytes(residual_id(eviction.index));
-  return pool_.bytes(activation_id(eviction.index));
+  switch (eviction.kind) {
+    case DtrEviction::Kind::ShrinkGraph:
+      return pool_.bytes(residual_id(eviction.index));
+    case DtrEviction::Kind::DropGraph:
+      return profile_.stages.at(eviction.index).saved_bytes;
+    case DtrEviction::Kind::FreeActivation:
+      return pool_.bytes(activation_id(eviction.index));
+  }
+  return 0;
 }
 
 // ---- DtrController ------------------------------------------------------------------
@@ -278,7 +315,7 @@ int64_t DtrController::op_bytes(const Op& op) const {
     case OpKind::ForwardWithGraph:
       return std::max(stage.saved_bytes + stage.forward_temp_bytes, no_grad_bytes);
     case OpKind::Backward: {
-      const int64_t backward_bytes = (op.stage > 0 ? stage.input_bytes : 0) + stage.backward_temp_bytes;
+      const int64_t backward_bytes = stage.backward_peak_extra_bytes(op.stage > 0);
       if (chain_.graph_alive(op.stage)) return backward_bytes;
       // The rebuild's graph stays for the backward: reserve for both at once, because the
       // runtime sees the Backward before the executor rebuilds the graph inside it.

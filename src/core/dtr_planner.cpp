@@ -46,6 +46,7 @@ class PlanningBackend : public DtrBackend {
     }
     schedule_[index] = Op::forward_checkpoint(eviction.index);
     graph_op_[eviction.index] = -1;
+    if (eviction.kind == DtrEviction::Kind::DropGraph) schedule_.push_back(Op::free(eviction.index + 1));
   }
 
   bool recompute(int stage) override {

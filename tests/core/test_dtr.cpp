@@ -125,9 +125,14 @@ TEST(DtrChainState, ShrinkKeepsTheOutputAndPinsFollowLiveGraphs) {
   EXPECT_TRUE(state.stored(1));
   EXPECT_TRUE(state.available(1));
   EXPECT_EQ(state.model_live_bytes(), 1000 + 10 + 2 * 40);
-  // a_1 is the input of live graph 1: not a candidate. Only residuals of graphs 1 and 2 are.
+  // Nothing reads a_3 yet: dropping graph 2 whole (40 B for one forward) beats shrinking.
+  const auto whole = state.choose_eviction({}, {}, 10.0);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(*whole, (DtrEviction{DtrEviction::Kind::DropGraph, 2}));
+  // With a_3 pinned (the next op's input), a_1 still pinned by live graph 1: only the
+  // residuals of graphs 1 and 2 are candidates.
   for (int k = 0; k < 4; ++k) {
-    const auto eviction = state.choose_eviction({}, {}, 10.0);
+    const auto eviction = state.choose_eviction({3}, {}, 10.0);
     ASSERT_TRUE(eviction.has_value());
     EXPECT_EQ(eviction->kind, DtrEviction::Kind::ShrinkGraph) << k;
     if (k == 0) {

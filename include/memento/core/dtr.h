@@ -13,7 +13,9 @@
 /// - `DtrChainState`: the chain of schedule.h seen as a DTR pool. Its tensors are the
 ///   activations a_1..a_L and the *residuals* r_i of the stage graphs (saved_bytes less
 ///   the output a_{i+1} they contain). Evicting r_i shrinks graph i to a stored a_{i+1}
-///   (what ForwardCheckpoint(i) would have left); evicting a stored a_i drops it (Free).
+///   (what ForwardCheckpoint(i) would have left); a graph whose output nothing needs now
+///   can also be dropped whole (its output scored with the graph's bytes, for stages
+///   whose graph is just their output); evicting a stored a_i drops it (Free).
 ///   It mirrors which activations are stored and which graphs are alive, and the live
 ///   bytes the profile predicts for that state.
 /// - `DtrController`: the policy. Before an op it recomputes missing inputs (one
@@ -85,6 +87,9 @@ class DtrPool {
   /// h = (cost + e*) / (bytes x staleness); staleness = now_s - last access (at least a
   /// nanosecond, so a tensor used this instant is the last choice rather than a division by 0).
   double score(int id, double now_s) const;
+  /// The score as if evicting `id` freed `bytes` (a graph dropped with its output frees
+  /// the output's and the residual's bytes for one recomputation).
+  double score(int id, double now_s, int64_t bytes) const;
   /// The resident tensor of smallest score among those `evictable` accepts and whose bytes
   /// are positive (evicting nothing frees nothing); ties go to the larger, then the lower
   /// id. -1 when there is none.
@@ -108,11 +113,12 @@ class DtrPool {
   std::vector<double> node_cost_s_;   // the cost each record added to its class
 };
 
-/// One eviction on a chain: shrink a graph to its output, or drop a stored activation.
+/// One eviction on a chain: shrink a graph to its output, drop a whole graph (output
+/// included), or drop a stored activation.
 struct DtrEviction {
-  enum class Kind { ShrinkGraph, FreeActivation };
+  enum class Kind { ShrinkGraph, DropGraph, FreeActivation };
   Kind kind = Kind::FreeActivation;
-  int index = 0;  ///< the stage (ShrinkGraph) or the activation a_index (FreeActivation)
+  int index = 0;  ///< the stage (ShrinkGraph, DropGraph) or the activation a_index (FreeActivation)
   bool operator==(const DtrEviction& other) const { return kind == other.kind && index == other.index; }
 };
 
@@ -209,7 +215,7 @@ class DtrController {
   /// Bytes `op` adds on top of the live bytes while it runs: a forward with graph counts
   /// the larger of its graph and a no-grad forward's footprint (the planner may emit it
   /// as ForwardCheckpoint, see docs/planners.md); a Backward whose graph is gone counts
-  /// its rebuild too; Backward counts its input gradient and temporaries in full.
+  /// its rebuild too.
   int64_t op_bytes(const Op& op) const;
   /// Before `op` runs: recomputes what it reads (a Backward's input too, when its graph
   /// must be rebuilt) and evicts until live + op_bytes(op) <= budget. Returns false when
