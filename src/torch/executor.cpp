@@ -164,6 +164,18 @@ void Executor::evict_graph(int stage) {
   s.graphs[stage].reset();
 }
 
+void Executor::shrink_graph(int stage) {
+  State& s = state();
+  if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
+    throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) + ": it is not alive");
+  }
+  // Detached, the output no longer holds the stage's autograd history, so dropping the
+  // graph frees every saved tensor except the output's own storage.
+  TensorList outputs = detail::detach_all(s.graphs[stage]->outputs);
+  s.graphs[stage].reset();
+  s.stored[stage + 1] = std::move(outputs);
+}
+
 void Executor::recompute(int activation) {
   State& s = state();
   if (activation < 0 || activation > s.length) {

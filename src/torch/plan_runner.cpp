@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "dtr_runtime.h"
 #include "memento/core/error.h"
 
 namespace memento {
@@ -13,12 +14,38 @@ PlanRunner::PlanRunner(Executor& executor, Plan plan, ChainProfile profile)
                           " found no schedule within the budget; raise the budget to at least " +
                           std::to_string(plan_.min_feasible_budget_bytes) + " bytes");
   }
+  if (profile_.length() != executor_.chain().length()) {
+    throw InvalidArgument("the plan's profile has " + std::to_string(profile_.length()) +
+                          " stages but the executor's chain has " +
+                          std::to_string(executor_.chain().length()) +
+                          "; profile the same chain (and granularity) that runs the plan");
+  }
+  if (plan_.runtime_policy.empty()) {
+    executed_ = plan_.schedule;
+  } else if (plan_.runtime_policy == "dtr") {
+    executed_ = store_all_schedule(profile_.length());
+    dtr_ = std::make_unique<detail::DtrRuntime>(executor_, profile_, plan_.budget_bytes);
+  } else {
+    throw InvalidArgument("plan of planner " + plan_.planner + " asks for the run-time policy \"" +
+                          plan_.runtime_policy + "\", which this build does not know (known: dtr)");
+  }
 }
 
 PlanRunner::~PlanRunner() = default;
 
 StepResult PlanRunner::step(const Batch& batch) {
-  return executor_.step(plan_.schedule, batch);
+  if (!dtr_) return executor_.step(executed_, batch);
+  dtr_->begin_step();
+  struct EndStep {
+    detail::DtrRuntime& runtime;
+    ~EndStep() { runtime.end_step(); }
+  } end_step{*dtr_};
+  return executor_.step(executed_, batch);
+}
+
+std::optional<DtrStats> PlanRunner::policy_stats() const {
+  if (!dtr_) return std::nullopt;
+  return dtr_->stats();
 }
 
 }  // namespace memento

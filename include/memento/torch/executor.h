@@ -112,6 +112,10 @@ class Executor {
   /// Drops the graph of stage i (and with it a_{i+1} unless stored); Backward(i) rebuilds
   /// it on demand.
   void evict_graph(int stage);
+  /// Drops the graph of stage i but keeps its output a_{i+1} as a stored copy (the state
+  /// ForwardCheckpoint(i) leaves): frees what autograd saved besides the output.
+  /// Backward(i) rebuilds the graph on demand. Throws ScheduleError when it is not alive.
+  void shrink_graph(int stage);
   /// Makes a_i available by recomputing from the nearest available activation before it
   /// (ForwardCheckpoint ops, reported to the hooks with op_index -1); no-op when available.
   void recompute(int activation);
