@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   memento::cli::add_verify_command(app);
   memento::cli::add_models_command(app);
   memento::cli::add_train_command(app);
+  memento::cli::add_report_command(app);
+  memento::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
