@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
@@ -188,6 +190,195 @@ std::string stage_label(const Chain& chain, int stage) {
 
 }  // namespace
 
+struct FlopCounter::State {
+  double flops = 0;
+};
+
+namespace {
+
+// One operator callback per thread serves every live counter on it; the depth of counted
+// operators is per thread too, so a product dispatched from inside a counted convolution
+// (or from a fused kernel's fallback) is not counted twice.
+struct FlopThreadState {
+  std::vector<FlopCounter::State*> counters;
+  at::CallbackHandle handle = 0;
+  int counted_depth = 0;
+};
+
+FlopThreadState& flop_thread_state() {
+  thread_local FlopThreadState state;
+  return state;
+}
+
+// What the end callback needs: whether the op was counted (to unwind the depth) and, for a
+// convolution, the factor that the output's spatial size multiplies.
+struct CountedOp : at::ObserverContext {
+  double pending_conv_factor = 0;
+};
+
+std::vector<int64_t> shape_of(const c10::IValue& value) {
+  if (!value.isTensor()) return {};
+  const at::Tensor& tensor = value.toTensor();
+  if (!tensor.defined()) return {};
+  return tensor.sizes().vec();
+}
+
+double product(const std::vector<int64_t>& values, size_t from = 0) {
+  double result = 1;
+  for (size_t k = from; k < values.size(); ++k) result *= static_cast<double>(values[k]);
+  return result;
+}
+
+double mm_flops(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  if (a.size() != 2 || b.size() != 2) return 0;
+  return 2.0 * static_cast<double>(a[0]) * static_cast<double>(a[1]) * static_cast<double>(b[1]);
+}
+
+double bmm_flops(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  if (a.size() != 3 || b.size() != 3) return 0;
+  return 2.0 * static_cast<double>(a[0]) * static_cast<double>(a[1]) * static_cast<double>(a[2]) *
+         static_cast<double>(b[2]);
+}
+
+double mv_flops(const std::vector<int64_t>& matrix) {
+  return matrix.size() == 2 ? 2.0 * static_cast<double>(matrix[0]) * static_cast<double>(matrix[1]) : 0;
+}
+
+// q [..., L, E], k [..., S, E], v [..., S, Ev]: Q*K^T and P*V.
+double attention_flops(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
+                       const std::vector<int64_t>& v) {
+  if (q.size() < 2 || k.size() != q.size() || v.size() != q.size()) return 0;
+  const size_t n = q.size();
+  const double batch = product(std::vector<int64_t>(q.begin(), q.end() - 2));
+  const double queries = static_cast<double>(q[n - 2]);
+  const double keys = static_cast<double>(k[n - 2]);
+  return 2.0 * batch * queries * keys * (static_cast<double>(q[n - 1]) + static_cast<double>(v[n - 1]));
+}
+
+bool name_is(const char* name, const char* expected) {
+  return std::strcmp(name, expected) == 0;
+}
+
+bool is_convolution(const char* name) {
+  return name_is(name, "aten::convolution") || name_is(name, "aten::_convolution");
+}
+
+bool is_counted(const char* name) {
+  static const char* const kCounted[] = {"aten::mm",
+                                         "aten::addmm",
+                                         "aten::_addmm_activation",
+                                         "aten::bmm",
+                                         "aten::baddbmm",
+                                         "aten::addbmm",
+                                         "aten::mv",
+                                         "aten::addmv",
+                                         "aten::dot",
+                                         "aten::vdot",
+                                         "aten::convolution",
+                                         "aten::_convolution",
+                                         "aten::_scaled_dot_product_flash_attention",
+                                         "aten::_scaled_dot_product_flash_attention_for_cpu",
+                                         "aten::_scaled_dot_product_efficient_attention",
+                                         "aten::_scaled_dot_product_cudnn_attention"};
+  for (const char* counted : kCounted) {
+    if (name_is(name, counted)) return true;
+  }
+  return false;
+}
+
+void add_flops(FlopThreadState& state, double flops) {
+  for (FlopCounter::State* counter : state.counters) counter->flops += flops;
+}
+
+std::unique_ptr<at::ObserverContext> on_operator_start(const at::RecordFunction& fn) {
+  FlopThreadState& state = flop_thread_state();
+  const char* name = fn.name();
+  if (state.counters.empty() || name == nullptr || !is_counted(name)) return nullptr;
+  auto counted = std::make_unique<CountedOp>();
+  if (state.counted_depth++ > 0) return counted;
+
+  const c10::ArrayRef<const c10::IValue> inputs = fn.inputs();
+  auto input_shape = [&inputs](size_t index) {
+    return index < inputs.size() ? shape_of(inputs[index]) : std::vector<int64_t>{};
+  };
+  double flops = 0;
+  if (name_is(name, "aten::mm")) {
+    flops = mm_flops(input_shape(0), input_shape(1));
+  } else if (name_is(name, "aten::addmm") || name_is(name, "aten::_addmm_activation")) {
+    flops = mm_flops(input_shape(1), input_shape(2));
+  } else if (name_is(name, "aten::bmm")) {
+    flops = bmm_flops(input_shape(0), input_shape(1));
+  } else if (name_is(name, "aten::baddbmm") || name_is(name, "aten::addbmm")) {
+    flops = bmm_flops(input_shape(1), input_shape(2));
+  } else if (name_is(name, "aten::mv")) {
+    flops = mv_flops(input_shape(0));
+  } else if (name_is(name, "aten::addmv")) {
+    flops = mv_flops(input_shape(1));
+  } else if (name_is(name, "aten::dot") || name_is(name, "aten::vdot")) {
+    flops = 2.0 * product(input_shape(0));
+  } else if (is_convolution(name)) {
+    const std::vector<int64_t> input = input_shape(0);
+    const std::vector<int64_t> weight = input_shape(1);
+    const bool transposed = inputs.size() > 6 && inputs[6].isBool() && inputs[6].toBool();
+    if (input.size() >= 3 && weight.size() == input.size()) {
+      // weight is [C_out, C_in / groups, k...] (transposed: [C_in, C_out / groups, k...]):
+      // each output (transposed: input) position costs prod(weight) / C_out multiply-adds
+      // per output channel, so the layer costs 2 * batch * prod(weight) * positions.
+      const double factor = 2.0 * static_cast<double>(input[0]) * product(weight);
+      if (transposed) {
+        flops = factor * product(input, 2);
+      } else {
+        counted->pending_conv_factor = factor;  // times the output's spatial size, at the end
+      }
+    }
+  } else {
+    flops = attention_flops(input_shape(0), input_shape(1), input_shape(2));
+  }
+  add_flops(state, flops);
+  return counted;
+}
+
+void on_operator_end(const at::RecordFunction& fn, at::ObserverContext* context) {
+  if (context == nullptr) return;
+  FlopThreadState& state = flop_thread_state();
+  --state.counted_depth;
+  const auto* counted = static_cast<const CountedOp*>(context);
+  if (counted->pending_conv_factor == 0) return;
+  const std::vector<c10::IValue>& outputs = fn.outputs();
+  if (outputs.empty()) return;
+  const std::vector<int64_t> output = shape_of(outputs[0]);
+  if (output.size() >= 3) add_flops(state, counted->pending_conv_factor * product(output, 2));
+}
+
+}  // namespace
+
+FlopCounter::FlopCounter() : state_(std::make_unique<State>()) {
+  FlopThreadState& thread = flop_thread_state();
+  if (thread.counters.empty()) {
+    thread.counted_depth = 0;
+    thread.handle =
+        at::addThreadLocalCallback(at::RecordFunctionCallback(&on_operator_start, &on_operator_end)
+                                       .needsInputs(true)
+                                       .needsOutputs(true)
+                                       .scopes({at::RecordScope::FUNCTION}));
+  }
+  thread.counters.push_back(state_.get());
+}
+
+FlopCounter::~FlopCounter() {
+  FlopThreadState& thread = flop_thread_state();
+  thread.counters.erase(std::remove(thread.counters.begin(), thread.counters.end(), state_.get()),
+                        thread.counters.end());
+  if (thread.counters.empty() && thread.handle != 0) {
+    at::removeCallback(thread.handle);
+    thread.handle = 0;
+  }
+}
+
+double FlopCounter::flops() const {
+  return state_->flops;
+}
+
 int64_t tensor_bytes(const TensorList& tensors) {
   std::unordered_set<const void*> seen;
   int64_t bytes = 0;
@@ -268,6 +459,12 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
         times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     }
     stage.forward_s = median(times);
+
+    {
+      FlopCounter counter;
+      StageGraph discarded = forward_with_graph(chain, i, activations[i]);
+      stage.flops = counter.flops();
+    }
 
     int64_t no_grad_temp_bytes = 0;
     {

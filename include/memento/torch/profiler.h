@@ -35,7 +35,9 @@
 ///   backward, since the simulator gives the `Loss` op no time of its own. Finally every
 ///   stage time is scaled by (median time of a plain forward/loss/backward step) / (sum of
 ///   the stage times): stages timed alone run hot in cache, a real step does not.
-/// - `flops`: 0 (not estimated).
+/// - `flops`: forward floating point operations of the stage, counted by a `FlopCounter`
+///   around one extra (untimed) forward with grad: matrix products and convolutions only,
+///   2 per multiply-add, bias additions and elementwise ops not counted (see FlopCounter).
 /// - `fixed_bytes` = parameters + gradients + optimizer state + inputs, with
 ///   `fixed_breakdown`: parameters_bytes (parameters and buffers, distinct storages),
 ///   gradients_bytes (one gradient per parameter that requires grad),
@@ -60,6 +62,7 @@
 /// \endcode
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "memento/core/profile.h"
@@ -113,6 +116,46 @@ class ProfilerOptions {
 /// ProfileError when the measured profile fails validation (naming the stage).
 ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction& loss,
                            const ProfilerOptions& options = ProfilerOptions());
+
+/// Counts the floating point operations of the matrix products and convolutions that the
+/// current thread runs while the counter is alive, from the shapes the operators receive
+/// (an `at::RecordFunction` callback; nothing is timed or synchronized).
+///
+/// Convention (that of `torch.utils.flop_counter`): a multiply-add is 2 flops and only the
+/// leaf products are counted, once each. `aten::mm`, `addmm`, `bmm`, `baddbmm`, `addbmm`:
+/// 2*M*N*K (times the batch); `mv`, `addmv`: 2*M*N; `dot`, `vdot`: 2*N;
+/// `aten::convolution`: 2 * batch * prod(weight shape) * prod(output spatial size)
+/// (prod(input spatial size) when transposed); the fused attention kernels of LibTorch 2.x:
+/// the two products Q*K^T and P*V. Bias and `beta * self` additions, elementwise ops,
+/// reductions and normalizations count 0: they are memory-bound and a small share of a
+/// block's work. Wrappers (`linear`, `matmul`, `conv2d`, `einsum`) are not counted
+/// themselves; the products they dispatch to are, and an operator called from inside a
+/// counted one (a convolution lowered to a matrix product) is not counted again.
+/// Counters may nest on one thread: an outer counter includes what inner ones count.
+/// Construct and destroy a counter on the same thread.
+///
+/// Example:
+/// \code
+///   torch::nn::Linear linear(64, 128);
+///   memento::FlopCounter counter;
+///   linear->forward(torch::randn({32, 64}));
+///   double flops = counter.flops();  // 2 * 32 * 64 * 128 = 524288
+/// \endcode
+class FlopCounter {
+ public:
+  FlopCounter();
+  ~FlopCounter();
+  FlopCounter(const FlopCounter&) = delete;
+  FlopCounter& operator=(const FlopCounter&) = delete;
+
+  /// Flops counted since construction.
+  double flops() const;
+
+  struct State;  ///< internal: what the operator callback adds to
+
+ private:
+  std::unique_ptr<State> state_;
+};
 
 /// Bytes of the storages behind `tensors`, each distinct storage counted once
 /// (undefined tensors count 0).
