@@ -13,5 +13,6 @@ void add_verify_command(CLI::App& app);
 void add_models_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_report_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace memento::cli

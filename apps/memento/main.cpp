@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   memento::cli::add_models_command(app);
   memento::cli::add_train_command(app);
   memento::cli::add_report_command(app);
+  memento::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
