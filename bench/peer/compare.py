@@ -79,7 +79,11 @@ def compare_model(config, args, env):
                      "--warmup-steps", str(args.warmup), "--out", torch_path] + common_steps
     if config["seq_len"]:
         torch_command += ["--seq-len", str(config["seq_len"])]
-    torch_wall_s = run(torch_command, env)
+    if args.reuse_pytorch and os.path.exists(torch_path):
+        log(f"reusing {torch_path} (--reuse-pytorch)")
+        torch_wall_s = None
+    else:
+        torch_wall_s = run(torch_command, env)
     load_between = os.getloadavg()
     with open(torch_path) as f:
         pytorch = json.load(f)
@@ -143,6 +147,12 @@ def compare_model(config, args, env):
                 "peak_ratio": match["measured_peak_bytes"] / budget,
                 "peak_within": match["measured_peak_bytes"] <= budget,
             })
+            if none is not None and memento["store_all"]["step_s"] > 0:
+                # Each side's own slowdown against its own baseline, measured inside one process
+                # with the methods taking turns: free of load changes between the two processes.
+                entry["memento_overhead"] = match["step_s"] / memento["store_all"]["step_s"]
+                entry["pytorch_overhead"] = row["step_s"] / none["step_s"]
+                entry["overhead_ratio"] = entry["memento_overhead"] / entry["pytorch_overhead"]
             entry["meets_figure"] = (planner != "optimal" or
                                      (entry["peak_within"] and entry["time_ratio"] <= TARGET_TIME_RATIO))
             comparisons.append(entry)
@@ -168,7 +178,7 @@ def print_table(result):
           + f"{mib(result['fixed_bytes']['memento'])} MiB (memento)"
           + ("" if result["fixed_bytes"]["equal"] else "  ** fixed bytes differ: the models do not match **"))
     header = (f"{'memento':10s} {'PyTorch':32s} {'torch s':>8s} {'memento s':>9s} {'time':>6s} "
-              f"{'torch MiB':>10s} {'memento MiB':>11s} {'peak':>6s}  figure")
+              f"{'torch MiB':>10s} {'memento MiB':>11s} {'peak':>6s} {'ovh':>6s}  figure")
     print(header)
     print("-" * len(header))
     for c in result["comparisons"]:
@@ -179,9 +189,11 @@ def print_table(result):
         verdict = "yes" if c["meets_figure"] else "NO"
         print(f"{c['memento']:10s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {c['memento_step_s']:9.3f} "
               f"{c['time_ratio']:6.3f} {mib(c['pytorch_peak_bytes']):>10s} {mib(c['memento_peak_bytes']):>11s} "
-              f"{c['peak_ratio']:6.3f}  {verdict}")
+              f"{c['peak_ratio']:6.3f} {format(c['overhead_ratio'], '6.3f') if 'overhead_ratio' in c else '-':>6s}  "
+              f"{verdict}")
     load = result["load_average"]
-    print(f"(time = memento step / PyTorch step, peak = memento peak / PyTorch peak; figure: store-all no slower "
+    print(f"(time = memento step / PyTorch step, peak = memento peak / PyTorch peak, ovh = (optimal / store-all) / "
+          f"(checkpoint_sequential / none), each side against its own baseline; figure: store-all no slower "
           f"than no checkpointing, optimal <= {TARGET_TIME_RATIO} x the time at <= the peak. 1-minute load "
           f"average {load['before'][0]:.1f} / {load['between'][0]:.1f} / {load['after'][0]:.1f} before / between / "
           f"after the two sides on {os.cpu_count()} cores)")
@@ -200,6 +212,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method on each side (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method on each side")
     parser.add_argument("--out", default=None, help="JSON result (default BUILD/bench/peer.json)")
+    parser.add_argument("--reuse-pytorch", action="store_true",
+                        help="reuse the PyTorch side's JSON of an earlier run when it exists (its command must have "
+                             "had the same options); only the memento side is measured again")
     args = parser.parse_args()
     args.memento = os.path.abspath(args.memento or os.path.join(args.build, "bin", "memento"))
     args.alloc = os.path.abspath(args.alloc or os.path.join(args.build, "lib", "libmemento_peer_alloc.so"))
