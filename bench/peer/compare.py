@@ -108,6 +108,24 @@ def compare_model(config, args, env):
         memento = json.load(f)
 
     fixed_memento = memento["profile"]["fixed_bytes"]
+    return {
+        "model": config["model"], "batch": config["batch"], "seq_len": pytorch["seq_len"] or None,
+        "image_size": pytorch["image_size"] or None, "stages": pytorch["stages"],
+        "parameter_count": pytorch["parameter_count"],
+        "fixed_bytes": {"pytorch": pytorch["fixed_bytes"], "memento": fixed_memento,
+                        "equal": pytorch["fixed_bytes"] == fixed_memento},
+        "load_average": {"before": load_before, "between": load_between, "after": load_after},
+        "wall_s": {"pytorch": torch_wall_s, "memento": memento_wall_s},
+        "commands": {"pytorch": torch_command, "memento": memento_command},
+        "comparisons": build_comparisons(pytorch, memento, args.planners),
+        "pytorch": pytorch,
+        "memento": memento,
+    }
+
+
+def build_comparisons(pytorch, memento, planners):
+    """The rows of the table: memento store-all against no checkpointing, and each memento
+    planner at budget P against the checkpoint_sequential run that measured P."""
     comparisons = []
     none = next((r for r in pytorch["rows"] if r["segments"] == 0), None)
     if none is not None:
@@ -123,7 +141,7 @@ def compare_model(config, args, env):
             # The issue's figure for store-all: no slower than PyTorch without checkpointing.
             "meets_figure": store_all["step_s"] <= none["step_s"],
         })
-    for planner in [p for p in args.planners.split(",") if p != "store-all"]:
+    for planner in [p for p in planners.split(",") if p != "store-all"]:
         for row in pytorch["rows"]:
             if not row["segments"]:
                 continue
@@ -147,6 +165,16 @@ def compare_model(config, args, env):
                 "peak_ratio": match["measured_peak_bytes"] / budget,
                 "peak_within": match["measured_peak_bytes"] <= budget,
             })
+            # The same comparison on memento's measured profile, free of timing noise:
+            # checkpoint_sequential re-runs the forward of every stage in its checkpointed
+            # segments (all but the last) once, on top of a store-all step.
+            stages = memento["profile"]["stages"]
+            size = len(stages) // row["segments"]
+            recompute_s = sum(stage["forward_s"] for stage in stages[:size * (row["segments"] - 1)])
+            predicted_torch_s = memento["store_all"]["predicted_step_s"] + recompute_s
+            entry["predicted_checkpoint_sequential_step_s"] = predicted_torch_s
+            entry["memento_predicted_step_s"] = match["predicted_step_s"]
+            entry["predicted_time_ratio"] = match["predicted_step_s"] / predicted_torch_s
             if none is not None and memento["store_all"]["step_s"] > 0:
                 # Each side's own slowdown against its own baseline, measured inside one process
                 # with the methods taking turns: free of load changes between the two processes.
@@ -156,19 +184,7 @@ def compare_model(config, args, env):
             entry["meets_figure"] = (planner != "optimal" or
                                      (entry["peak_within"] and entry["time_ratio"] <= TARGET_TIME_RATIO))
             comparisons.append(entry)
-    return {
-        "model": config["model"], "batch": config["batch"], "seq_len": pytorch["seq_len"] or None,
-        "image_size": pytorch["image_size"] or None, "stages": pytorch["stages"],
-        "parameter_count": pytorch["parameter_count"],
-        "fixed_bytes": {"pytorch": pytorch["fixed_bytes"], "memento": fixed_memento,
-                        "equal": pytorch["fixed_bytes"] == fixed_memento},
-        "load_average": {"before": load_before, "between": load_between, "after": load_after},
-        "wall_s": {"pytorch": torch_wall_s, "memento": memento_wall_s},
-        "commands": {"pytorch": torch_command, "memento": memento_command},
-        "comparisons": comparisons,
-        "pytorch": pytorch,
-        "memento": memento,
-    }
+    return comparisons
 
 
 def print_table(result):
@@ -178,7 +194,7 @@ def print_table(result):
           + f"{mib(result['fixed_bytes']['memento'])} MiB (memento)"
           + ("" if result["fixed_bytes"]["equal"] else "  ** fixed bytes differ: the models do not match **"))
     header = (f"{'memento':10s} {'PyTorch':32s} {'torch s':>8s} {'memento s':>9s} {'time':>6s} "
-              f"{'torch MiB':>10s} {'memento MiB':>11s} {'peak':>6s} {'ovh':>6s}  figure")
+              f"{'torch MiB':>10s} {'memento MiB':>11s} {'peak':>6s} {'ovh':>6s} {'pred':>6s}  figure")
     print(header)
     print("-" * len(header))
     for c in result["comparisons"]:
@@ -189,11 +205,13 @@ def print_table(result):
         verdict = "yes" if c["meets_figure"] else "NO"
         print(f"{c['memento']:10s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {c['memento_step_s']:9.3f} "
               f"{c['time_ratio']:6.3f} {mib(c['pytorch_peak_bytes']):>10s} {mib(c['memento_peak_bytes']):>11s} "
-              f"{c['peak_ratio']:6.3f} {format(c['overhead_ratio'], '6.3f') if 'overhead_ratio' in c else '-':>6s}  "
+              f"{c['peak_ratio']:6.3f} {format(c['overhead_ratio'], '6.3f') if 'overhead_ratio' in c else '-':>6s} "
+              f"{format(c['predicted_time_ratio'], '6.3f') if 'predicted_time_ratio' in c else '-':>6s}  "
               f"{verdict}")
     load = result["load_average"]
     print(f"(time = memento step / PyTorch step, peak = memento peak / PyTorch peak, ovh = (optimal / store-all) / "
-          f"(checkpoint_sequential / none), each side against its own baseline; figure: store-all no slower "
+          f"(checkpoint_sequential / none), each side against its own baseline, pred = the time ratio predicted from "
+          f"memento's profile (checkpoint_sequential = store-all + one forward of its checkpointed segments); figure: store-all no slower "
           f"than no checkpointing, optimal <= {TARGET_TIME_RATIO} x the time at <= the peak. 1-minute load "
           f"average {load['before'][0]:.1f} / {load['between'][0]:.1f} / {load['after'][0]:.1f} before / between / "
           f"after the two sides on {os.cpu_count()} cores)")
@@ -215,7 +233,17 @@ def main():
     parser.add_argument("--reuse-pytorch", action="store_true",
                         help="reuse the PyTorch side's JSON of an earlier run when it exists (its command must have "
                              "had the same options); only the memento side is measured again")
+    parser.add_argument("--print", dest="print_path", metavar="FILE",
+                        help="measure nothing: print the tables of an earlier result FILE again (ratios recomputed)")
     args = parser.parse_args()
+    if args.print_path:
+        with open(args.print_path) as f:
+            document = json.load(f)
+        for result in document["results"]:
+            planners = ",".join(dict.fromkeys(row["planner"] for row in result["memento"]["rows"]))
+            result["comparisons"] = build_comparisons(result["pytorch"], result["memento"], planners)
+            print_table(result)
+        return
     args.memento = os.path.abspath(args.memento or os.path.join(args.build, "bin", "memento"))
     args.alloc = os.path.abspath(args.alloc or os.path.join(args.build, "lib", "libmemento_peer_alloc.so"))
     args.out = os.path.abspath(args.out or os.path.join(args.build, "bench", "peer.json"))
