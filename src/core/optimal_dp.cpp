@@ -498,9 +498,9 @@ void option_bounds(const Rows& rows, const Option& option, int64_t hi, int64_t f
 // large m, come first and the best is soon nearly final there. An option is at least
 // its `floor` (both sub-rows at their tails) everywhere, so it can only lower a prefix
 // of blocks (the best is non-increasing); on those, a block is relaxed only where the
-// coarse bound beats the best at its first slot. Measured on the bench chains, this order alone prunes as
-// well as relaxing each block's smallest-bound option first (fill_row's leaders), without the extra pass over
-// every bound.
+// coarse bound beats the best at its first slot. Measured on the bench chains, this
+// order alone prunes as well as relaxing each block's smallest-bound option first
+// (fill_row's leaders), without the extra pass over every bound.
 void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int first_b, int last_b,
                       TileScratch& scratch) {
   const int far_begin = a_top + 1;
