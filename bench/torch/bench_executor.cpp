@@ -20,6 +20,8 @@
 //   fwd (first forward of each stage), re_ng (recomputing forwards without grad: Fn, Fc),
 //   re_g (recomputing forwards with grad), bwd (backwards and the loss, which the profile
 //   charges to the last backward). Target: error within 15%.
+// BM_ForwardNoGradVsWithGrad: every stage's forward with and without grad, alternated, in
+//   CPU time; counter no_grad_ratio (no-grad / with-grad).
 // Run with OMP_NUM_THREADS set to the core count you want measured.
 #include <algorithm>
 #include <array>
@@ -270,6 +272,46 @@ BENCHMARK_CAPTURE(BM_StepVsPredicted, store_all, size_t{0})->Unit(benchmark::kMi
 BENCHMARK_CAPTURE(BM_StepVsPredicted, sqrt_n, size_t{1})->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK_CAPTURE(BM_StepVsPredicted, optimal, size_t{2})->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK_CAPTURE(BM_StepVsPredicted, recompute_all, size_t{3})->Unit(benchmark::kMillisecond)->Iterations(1);
+
+// A forward without grad against the same forward with grad, stage by stage, alternated,
+// in CPU time of the calling thread (median over the iterations of each side's sum over
+// the stages): the profile's forward_s is the with-grad one, and ForwardNoGrad /
+// ForwardCheckpoint run the other.
+void BM_ForwardNoGradVsWithGrad(benchmark::State& state) {
+  Setup setup = make_setup();
+  memento::Chain& chain = *setup.chain;
+  std::vector<memento::TensorList> inputs{setup.batch.inputs};
+  {
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < chain.length(); ++i) inputs.push_back(chain.forward_stage(i, inputs.back()));
+  }
+  std::vector<double> with_grad_s, no_grad_s;
+  for (auto _ : state) {
+    double with_grad_sum_s = 0, no_grad_sum_s = 0;
+    for (int i = 0; i < chain.length(); ++i) {
+      double start_s = thread_cpu_s();
+      {
+        torch::AutoGradMode enable_grad(true);
+        memento::TensorList local;
+        for (const torch::Tensor& input : inputs[i]) local.push_back(input.detach().requires_grad_(i > 0));
+        benchmark::DoNotOptimize(chain.forward_stage(i, local));
+      }
+      with_grad_sum_s += thread_cpu_s() - start_s;
+      start_s = thread_cpu_s();
+      {
+        torch::NoGradGuard no_grad;
+        benchmark::DoNotOptimize(chain.forward_stage(i, inputs[i]));
+      }
+      no_grad_sum_s += thread_cpu_s() - start_s;
+    }
+    with_grad_s.push_back(with_grad_sum_s);
+    no_grad_s.push_back(no_grad_sum_s);
+  }
+  state.counters["with_grad_ms"] = median(with_grad_s) * 1e3;
+  state.counters["no_grad_ms"] = median(no_grad_s) * 1e3;
+  state.counters["no_grad_ratio"] = median(no_grad_s) / median(with_grad_s);
+}
+BENCHMARK(BM_ForwardNoGradVsWithGrad)->Unit(benchmark::kMillisecond)->Iterations(30);
 
 }  // namespace
 
