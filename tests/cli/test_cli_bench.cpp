@@ -1,0 +1,129 @@
+// `memento bench` end to end: bad input exits 2 with one line; the JSON report on stdout
+// and in --out follow the Bench format.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+fs::path scratch_dir() {
+  static const fs::path dir = [] {
+    fs::path path = fs::temp_directory_path() / ("memento_cli_bench_" + std::to_string(getpid()));
+    fs::create_directories(path);
+    return path;
+  }();
+  return dir;
+}
+
+CommandResult run_memento(const std::vector<std::string>& args) {
+  const fs::path err_path = scratch_dir() / "stderr.txt";
+  std::string command = "OMP_NUM_THREADS=1 " + quote(MEMENTO_CLI_PATH);
+  for (const std::string& arg : args) command += " " + quote(arg);
+  command += " 2>" + quote(err_path.string());
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("popen failed for " + command);
+  char buffer[4096];
+  size_t count = 0;
+  while ((count = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.out.append(buffer, count);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream err_file(err_path);
+  std::stringstream err;
+  err << err_file.rdbuf();
+  result.err = err.str();
+  return result;
+}
+
+void expect_bad_input(const std::vector<std::string>& args, const std::string& expected_word) {
+  std::string joined;
+  for (const auto& arg : args) joined += arg + " ";
+  SCOPED_TRACE("memento " + joined);
+  const CommandResult result = run_memento(args);
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_TRUE(result.out.empty()) << result.out;
+  ASSERT_FALSE(result.err.empty());
+  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << "expected one line, got: " << result.err;
+  EXPECT_EQ(result.err.rfind("memento: ", 0), 0u) << result.err;
+  EXPECT_NE(result.err.find(expected_word), std::string::npos)
+      << "\"" << expected_word << "\" not in: " << result.err;
+}
+
+TEST(CliBench, BadInputExitsTwoWithOneLine) {
+  expect_bad_input({"bench"}, "--model");
+  expect_bad_input({"bench", "--model", "no-such-model"}, "no-such-model");
+  expect_bad_input({"bench", "--model", "mlp", "--budgets", "abc"}, "--budgets");
+  expect_bad_input({"bench", "--model", "mlp", "--budgets", ","}, "--budgets");
+  expect_bad_input({"bench", "--model", "mlp", "--planners", "nope"}, "nope");
+  expect_bad_input({"bench", "--model", "mlp", "--steps", "0"}, "--steps");
+  expect_bad_input({"bench", "--model", "mlp", "--format", "yaml"}, "--format");
+  expect_bad_input({"bench", "--model", "mlp", "--max-batch"}, "--memory-cap");
+  expect_bad_input({"bench", "--model", "mlp", "--max-batch", "--memory-cap", "40%"}, "--memory-cap");
+  expect_bad_input({"bench", "--model", "mlp", "--memory-cap", "1GiB"}, "--max-batch");
+  expect_bad_input({"bench", "--model", "mlp", "--out", (scratch_dir() / "missing" / "b.json").string()},
+                   "--out");
+}
+
+TEST(CliBench, JsonOnStdoutAndInOutFile) {
+  const std::string out_path = (scratch_dir() / "bench.json").string();
+  const CommandResult result =
+      run_memento({"bench", "--model", "mlp", "--batch", "4", "--budgets", "50%,100%", "--planners",
+                   "store-all,recompute-all", "--steps", "1", "--warmup", "0", "--format", "json", "--quiet",
+                   "--out", out_path});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(result.err.empty()) << result.err;
+  const nlohmann::json document = nlohmann::json::parse(result.out);
+  EXPECT_EQ(document.at("format"), "memento.bench/1");
+  EXPECT_EQ(document.at("model"), "mlp");
+  EXPECT_EQ(document.at("batch"), 4);
+  ASSERT_EQ(document.at("rows").size(), 4u);
+  EXPECT_EQ(document.at("rows")[0].at("planner"), "store-all");
+  EXPECT_EQ(document.at("rows")[0].at("status"), "infeasible");
+  EXPECT_EQ(document.at("rows")[1].at("status"), "ok");
+  EXPECT_EQ(document.at("rows")[1].at("overhead"), 0.0);
+  EXPECT_EQ(document.at("rows")[3].at("grad_cosine"), 1.0);
+  EXPECT_EQ(document.at("rows")[3].at("grad_rel_l2"), 0.0);
+
+  std::ifstream file(out_path);
+  ASSERT_TRUE(file.good());
+  EXPECT_EQ(nlohmann::json::parse(file), document);
+  for (const auto& entry : fs::directory_iterator(scratch_dir())) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+}
+
+TEST(CliBench, TextTableHasOneLinePerRow) {
+  const CommandResult result =
+      run_memento({"bench", "--model", "mlp", "--batch", "4", "--budgets", "100%", "--planners",
+                   "store-all,sqrt-n", "--steps", "1", "--warmup", "0"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("grad cosine"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("sqrt-n"), std::string::npos) << result.out;
+  EXPECT_NE(result.err.find("memento bench: "), std::string::npos) << "progress lines on stderr";
+}
+
+}  // namespace
