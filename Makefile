@@ -58,6 +58,9 @@ demo: build
 
 bench: build
 	bash bench/run.sh $(BUILD_DIR)
+	mkdir -p $(BUILD_DIR)/bench
+	set -o pipefail; OMP_NUM_THREADS=1 $(BUILD_DIR)/bin/memento bench --model gpt-mini --budgets 30%,50%,70% --steps 3 \
+	  --out $(BUILD_DIR)/bench/memento-bench-gpt-mini.json | tee $(BUILD_DIR)/bench/memento-bench-gpt-mini.txt
 
 # memento against PyTorch's checkpoint_sequential, side by side (needs Debian's python3-torch).
 .PHONY: bench-peer
