@@ -100,15 +100,17 @@ struct Comparison {
   int64_t planned_peak_bytes = 0;
 };
 
-Comparison compare_with_store_all(Trainer& trainer, const Schedule& planned, int64_t repeats) {
+// The plan runs through the trainer's PlanRunner, so a run-time policy (dtr) is measured
+// as it trains.
+Comparison compare_with_store_all(Trainer& trainer, int64_t repeats) {
   const Schedule store_all = store_all_schedule(trainer.model().chain->length());
   trainer.measure_step(store_all);  // warm-up: first-touch allocations, thread pools
-  trainer.measure_step(planned);
+  trainer.measure_plan_step();
   std::vector<double> store_all_s, planned_s;
   Comparison out;
   for (int64_t r = 0; r < repeats; ++r) {
     const TrainStep a = trainer.measure_step(store_all);
-    const TrainStep b = trainer.measure_step(planned);
+    const TrainStep b = trainer.measure_plan_step();
     store_all_s.push_back(a.compute_s);
     planned_s.push_back(b.compute_s);
     out.store_all_peak_bytes = std::max(out.store_all_peak_bytes, a.peak_bytes);
@@ -187,7 +189,7 @@ void run_train(const TrainArguments& args) {
   const int64_t store_all_bytes = store_all_peak_bytes(profile);
   const int64_t budget_bytes = read_budget(args.budget, profile);
   const Plan plan = plan_training_step(profile, args.planner, budget_bytes);
-  trainer.set_schedule(plan.schedule);
+  trainer.set_plan(plan, profile);
 
   if (!args.resume.empty()) trainer.resume(args.resume);
   if (trainer.finished()) {
@@ -205,7 +207,7 @@ void run_train(const TrainArguments& args) {
   if (trainer.step() > 0) log << "resumed from " << args.resume << " at step " << trainer.step() << "\n";
   log << std::flush;
 
-  const Comparison comparison = compare_with_store_all(trainer, plan.schedule, args.compare_repeats);
+  const Comparison comparison = compare_with_store_all(trainer, args.compare_repeats);
   const double overhead = comparison.planned_step_s / comparison.store_all_step_s - 1.0;
 
   const int64_t first_step = trainer.step();

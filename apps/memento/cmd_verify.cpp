@@ -1,4 +1,4 @@
-// `memento verify`: runs one step per planner through the Executor and one plain autograd
+// `memento verify`: runs one step per planner through a PlanRunner and one plain autograd
 // step from the identical state, and reports whether the gradients are bit-identical and
 // how measured peak memory and step time compare with the plan's predictions.
 #include <algorithm>
@@ -20,6 +20,7 @@
 #include "memento/models/zoo.h"
 #include "memento/torch/executor.h"
 #include "memento/torch/memory.h"
+#include "memento/torch/plan_runner.h"
 #include "memento/torch/profiler.h"
 
 namespace memento::cli {
@@ -171,7 +172,14 @@ void run_verify(const VerifyArgs& args) {
       continue;
     }
     state.reset(step_seed);
-    const StepResult result = executor.step(plan.schedule, batch);
+    PlanRunner runner(executor, plan, profile);  // a run-time policy (dtr) acts on measured memory
+    const StepResult result = runner.step(batch);
+    if (const auto stats = runner.policy_stats()) {
+      row.note =
+          plan.runtime_policy + " at run time: " + std::to_string(stats->evictions) + " evictions" +
+          (stats->over_budget_ops > 0 ? ", " + std::to_string(stats->over_budget_ops) + " ops over budget"
+                                      : "");
+    }
     const std::vector<torch::Tensor> grads = state.gradients();
     row.ran = true;
     row.bitwise_equal = grads.size() == reference.size();

@@ -138,11 +138,13 @@ Trainer::Trainer(Model model, std::shared_ptr<const Dataset> train, std::shared_
       if (parameter.requires_grad()) parameter.mutable_grad() = torch::zeros_like(parameter);
     }
   }
-  schedule_ = store_all_schedule(model_.chain->length());
+  runner_ = static_runner(store_all_schedule(model_.chain->length()));
   model_.chain->train();
 }
 
-void Trainer::set_schedule(Schedule schedule) {
+// A static plan of `schedule` over a unit-size profile of the chain: PlanRunner checks
+// lengths, and a static plan's schedule runs as is whatever the sizes.
+std::unique_ptr<PlanRunner> Trainer::static_runner(Schedule schedule) {
   ChainProfile unit;
   unit.model = model_.info.name;
   for (int i = 0; i < model_.chain->length(); ++i) {
@@ -152,7 +154,20 @@ void Trainer::set_schedule(Schedule schedule) {
     unit.stages.push_back(stage);
   }
   simulate(unit, schedule);  // throws ScheduleError naming the op when it does not fit this chain
-  schedule_ = std::move(schedule);
+  Plan plan;
+  plan.planner = "schedule";
+  plan.feasible = true;
+  plan.schedule = std::move(schedule);
+  return std::make_unique<PlanRunner>(*executor_, std::move(plan), std::move(unit));
+}
+
+void Trainer::set_schedule(Schedule schedule) {
+  runner_ = static_runner(std::move(schedule));
+}
+
+void Trainer::set_plan(const Plan& plan, const ChainProfile& profile) {
+  runner_.reset();  // its hooks (if any) leave the executor before the new ones
+  runner_ = std::make_unique<PlanRunner>(*executor_, plan, profile);
 }
 
 void Trainer::zero_gradients() {
@@ -182,8 +197,8 @@ int64_t Trainer::step_peak_bytes(const StepResult& result) const {
   return state_bytes() + (result.peak_bytes - result.start_bytes);
 }
 
-TrainStep Trainer::run_step(const Batch& batch, const Schedule& schedule) {
-  const StepResult result = executor_->step(schedule, batch);
+TrainStep Trainer::run_step(const Batch& batch, PlanRunner& runner) {
+  const StepResult result = runner.step(batch);
   TrainStep out;
   out.loss = result.loss;
   out.compute_s = result.step_s;
@@ -205,7 +220,7 @@ TrainStep Trainer::train_step() {
   for (auto& group : optimizer_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate);
   }
-  TrainStep out = run_step(batch, schedule_);
+  TrainStep out = run_step(batch, *runner_);
   if (!std::isfinite(out.loss)) {
     throw RuntimeError("training loss became " + std::to_string(out.loss) + " at step " +
                        std::to_string(step_ + 1) + " of " + model_.info.name + "; lower --lr (now " +
@@ -223,6 +238,15 @@ TrainStep Trainer::train_step() {
 }
 
 TrainStep Trainer::measure_step(const Schedule& schedule) {
+  const std::unique_ptr<PlanRunner> runner = static_runner(schedule);
+  return measure_with(*runner);
+}
+
+TrainStep Trainer::measure_plan_step() {
+  return measure_with(*runner_);
+}
+
+TrainStep Trainer::measure_with(PlanRunner& runner) {
   const LoaderPosition position = loader_.position();
   const Batch batch = loader_.next();
   loader_.set_position(position);
@@ -233,7 +257,7 @@ TrainStep Trainer::measure_step(const Schedule& schedule) {
     for (const auto& buffer : model_.chain->buffers()) buffers.push_back(buffer.clone());
   }
   zero_gradients();
-  TrainStep out = run_step(batch, schedule);
+  TrainStep out = run_step(batch, runner);
   zero_gradients();
   {
     torch::NoGradGuard no_grad;

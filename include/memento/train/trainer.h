@@ -1,10 +1,10 @@
 #pragma once
 /// \file
 /// `Trainer`: trains a zoo `Model` with AdamW, a warm-up + cosine learning-rate schedule
-/// and gradient clipping, running every step through the `Executor` under a `Schedule`
-/// from a planner; evaluates validation loss and accuracy; saves and resumes the whole
-/// training state (parameters, buffers, optimizer state, step, RNG, data position) so that
-/// a resumed run continues the same loss trajectory bit for bit.
+/// and gradient clipping, running every step through a `PlanRunner` (a planner's static
+/// schedule, or a run-time policy such as `dtr`); evaluates validation loss and accuracy;
+/// saves and resumes the whole training state (parameters, buffers, optimizer state, step,
+/// RNG, data position) so that a resumed run continues the same loss trajectory bit for bit.
 ///
 /// Example:
 /// \code
@@ -13,7 +13,7 @@
 ///   memento::TrainOptions train_options;
 ///   train_options.steps = 100;
 ///   memento::Trainer trainer(model, split.train, split.validation, train_options);
-///   trainer.set_schedule(plan.schedule);          // default: store-all
+///   trainer.set_plan(plan, profile);               // default: store-all
 ///   while (!trainer.finished()) {
 ///     memento::TrainStep step = trainer.train_step();
 ///     if (step.step % 50 == 0) trainer.save("run.ckpt");   // atomic: temp file + rename
@@ -32,6 +32,7 @@
 #include "memento/data/dataset.h"
 #include "memento/models/zoo.h"
 #include "memento/torch/executor.h"
+#include "memento/torch/plan_runner.h"
 
 namespace memento {
 
@@ -88,7 +89,14 @@ class Trainer {
   /// Schedule of every following step (a planner's Plan::schedule). Default: store-all.
   /// Throws ScheduleError when it does not fit the chain's length.
   void set_schedule(Schedule schedule);
-  const Schedule& schedule() const { return schedule_; }
+  /// Plan of every following step, run through a PlanRunner: a static plan's schedule, or
+  /// its run-time policy (`dtr`) driven by `profile` and measured memory. Throws
+  /// InvalidArgument when the plan is infeasible or `profile` is of another chain length.
+  void set_plan(const Plan& plan, const ChainProfile& profile);
+  /// The schedule the executor runs each step (store-all under a run-time policy).
+  const Schedule& schedule() const { return runner_->executed_schedule(); }
+  /// The runner of the current plan (its policy's counters: `runner().policy_stats()`).
+  const PlanRunner& runner() const { return *runner_; }
 
   /// One step: next batch, forward/backward under the schedule, clipping, AdamW update.
   /// Throws RuntimeError when the loss is not finite (naming the step and --lr).
@@ -105,6 +113,8 @@ class Trainer {
   /// (BatchNorm statistics) and the RNG restored, parameters untouched. For side-by-side
   /// measurements (store-all vs the plan) that must not change the training trajectory.
   TrainStep measure_step(const Schedule& schedule);
+  /// measure_step() for the current plan (set_plan/set_schedule), through its runner.
+  TrainStep measure_plan_step();
 
   /// Writes the training state to `path` atomically (a temporary file in the same
   /// directory, flushed to disk, then renamed over `path`). Throws DataError naming the
@@ -127,7 +137,9 @@ class Trainer {
 
  private:
   void zero_gradients();
-  TrainStep run_step(const Batch& batch, const Schedule& schedule);
+  TrainStep run_step(const Batch& batch, PlanRunner& runner);
+  TrainStep measure_with(PlanRunner& runner);
+  std::unique_ptr<PlanRunner> static_runner(Schedule schedule);
   int64_t step_peak_bytes(const StepResult& result) const;
 
   Model model_;
@@ -138,7 +150,7 @@ class Trainer {
   std::vector<Batch> evaluation_batches_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  Schedule schedule_;
+  std::unique_ptr<PlanRunner> runner_;
   int64_t step_ = 0;
 };
 
