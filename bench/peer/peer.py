@@ -25,7 +25,7 @@ function for float inputs (ResNet), with the images requiring grad as it demands
 Example::
 
     OMP_NUM_THREADS=1 /usr/bin/python3 bench/peer/peer.py --alloc build/lib/libmemento_peer_alloc.so \\
-        --model resnet50 --batch 4 --image-size 128 --segments 0,2,4 --steps 5 --out resnet.json
+        --model resnet50 --batch 4 --segments 0,2,4,all --steps 3 --out resnet.json
 """
 
 import argparse
@@ -92,7 +92,8 @@ def storage_bytes(tensors):
     for tensor in tensors:
         if tensor is None:
             continue
-        storage = tensor.storage()
+        # untyped_storage() is the 2.x name; 1.13 has only storage().
+        storage = tensor.untyped_storage() if hasattr(tensor, "untyped_storage") else tensor.storage()
         key = storage.data_ptr()
         if key in seen:
             continue
