@@ -51,8 +51,10 @@ json base_spec(const std::string& description) {
           {"config", {{"font", "sans-serif"}, {"axis", {{"labelFontSize", 11}, {"titleFontSize", 12}}}}}};
 }
 
+// Dividing by the inverse (an exact integer) keeps printed values short: 0.0004, not 0.00039999999999999996.
 double rounded(double value, double step) {
-  return std::round(value / step) * step;
+  const double inverse = std::round(1.0 / step);
+  return std::round(value * inverse) / inverse;
 }
 
 // ---- memory timelines -------------------------------------------------------------
