@@ -23,16 +23,12 @@
 #include "memento/core/planner.h"
 #include "memento/core/profile.h"
 #include "memento/models/zoo.h"
+#include "memento/report/html.h"
 #include "memento/torch/executor.h"
 #include "memento/torch/memory.h"
 #include "memento/torch/profiler.h"
 #include "memento/torch/timeline.h"
 #include "memento/train/trainer.h"
-
-#if __has_include("memento/report/html.h")
-#include "memento/report/html.h"
-#define MEMENTO_HAS_HTML_REPORT 1
-#endif
 
 namespace memento::cli {
 namespace {
@@ -215,12 +211,6 @@ void run_profile(const ProfileArguments& arguments) {
         "--planner " + arguments.planner +
         " needs --budget (bytes such as 300MiB, or a share of the store-all peak such as 60%)");
   }
-#if !defined(MEMENTO_HAS_HTML_REPORT)
-  if (!arguments.report_path.empty()) {
-    throw InvalidArgument(
-        "--report: this build of memento has no HTML report library; use --timeline FILE instead");
-  }
-#endif
   // Installed before the model exists so that its parameters are counted like everything else.
   MemoryTracker::instance();
   ModelOptions model_options;
@@ -266,7 +256,6 @@ void run_profile(const ProfileArguments& arguments) {
   const nlohmann::json timelines_json = timelines_to_json(timelines);
   if (!arguments.timeline_path.empty())
     write_json_file(timelines_json, arguments.timeline_path, "--timeline");
-#if defined(MEMENTO_HAS_HTML_REPORT)
   if (!arguments.report_path.empty()) {
     const nlohmann::json report = {{"format", "memento.profile_report/1"},
                                    {"profile", profile_to_json(profile)},
@@ -274,7 +263,6 @@ void run_profile(const ProfileArguments& arguments) {
                                    {"frontier", predicted_frontier(profile, arguments.frontier_points)}};
     write_html_report(report, arguments.report_path);
   }
-#endif
 
   if (format == Format::Json) {
     print_json(profile_to_json(profile));

@@ -1,0 +1,164 @@
+// `memento profile` end to end: the profile file, the memory timelines (--timeline), the
+// peak breakdown in the text output, and bad input.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "memento/core/profile.h"
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+fs::path scratch_dir() {
+  static const fs::path dir = [] {
+    fs::path path = fs::temp_directory_path() / ("memento_cli_profile_" + std::to_string(getpid()));
+    fs::create_directories(path);
+    return path;
+  }();
+  return dir;
+}
+
+CommandResult run_memento(const std::vector<std::string>& args) {
+  const fs::path err_path = scratch_dir() / "stderr.txt";
+  std::string command = "OMP_NUM_THREADS=1 " + quote(MEMENTO_CLI_PATH);
+  for (const std::string& arg : args) command += " " + quote(arg);
+  command += " 2>" + quote(err_path.string());
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("popen failed for " + command);
+  char buffer[4096];
+  size_t count = 0;
+  while ((count = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.out.append(buffer, count);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream err_file(err_path);
+  std::stringstream err;
+  err << err_file.rdbuf();
+  result.err = err.str();
+  return result;
+}
+
+// A small, fast model: the tiny GPT with 4 sequences of 32 tokens.
+std::vector<std::string> tiny_profile_args() {
+  return {"profile", "--model",  "gpt-nano", "--batch",   "4", "--seq-len",
+          "32",      "--warmup", "0",        "--repeats", "1"};
+}
+
+TEST(CliProfile, TimelineHoldsStoreAllThenThePlan) {
+  const std::string timeline_path = (scratch_dir() / "timeline.json").string();
+  const std::string profile_path = (scratch_dir() / "profile.json").string();
+  std::vector<std::string> args = tiny_profile_args();
+  for (const char* arg : {"--planner", "optimal", "--budget", "70%", "--optimizer", "adam", "--timeline"})
+    args.push_back(arg);
+  args.push_back(timeline_path);
+  args.push_back("--out");
+  args.push_back(profile_path);
+  const CommandResult result = run_memento(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(result.err.empty()) << result.err;
+
+  const memento::ChainProfile profile = memento::read_profile(profile_path);
+  std::ifstream file(timeline_path);
+  ASSERT_TRUE(file.good());
+  const json document = json::parse(file);
+  EXPECT_EQ(document["format"], "memento.timelines/1");
+  ASSERT_EQ(document["timelines"].size(), 2u);
+  EXPECT_EQ(document["timelines"][0]["planner"], "store-all");
+  EXPECT_TRUE(document["timelines"][0]["budget_bytes"].is_null());
+  EXPECT_EQ(document["timelines"][1]["planner"], "optimal");
+  EXPECT_TRUE(document["timelines"][1]["budget_bytes"].is_number_integer());
+  for (const json& timeline : document["timelines"]) {
+    EXPECT_EQ(timeline["format"], "memento.timeline/1");
+    ASSERT_FALSE(timeline["events"].empty());
+    int64_t live = 0;
+    for (const auto& entry : timeline["start_by_category"].items()) live += entry.value().get<int64_t>();
+    for (const json& event : timeline["events"]) {
+      live += (event["kind"] == "alloc" ? 1 : -1) * event["bytes"].get<int64_t>();
+      ASSERT_EQ(event["live_bytes"].get<int64_t>(), live);
+    }
+    // Adam's two moments are alive from the start of the (steady-state) step.
+    EXPECT_EQ(timeline["start_by_category"]["optimizer_state"].get<int64_t>(),
+              profile.fixed_breakdown.optimizer_bytes);
+    EXPECT_EQ(timeline["phases"].back()["label"], "optimizer");
+    int64_t at_peak = 0;
+    for (const auto& entry : timeline["peak"]["by_category"].items()) at_peak += entry.value().get<int64_t>();
+    EXPECT_EQ(at_peak, timeline["measured_peak_bytes"].get<int64_t>());
+    EXPECT_EQ(timeline["lifetimes"].empty(), false);
+  }
+  // The text output: the per-stage table and the peak breakdown of both steps.
+  EXPECT_NE(result.out.find("fixed bytes"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("at the peak"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("optimal @"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("activations"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find(timeline_path), std::string::npos) << result.out;
+}
+
+TEST(CliProfile, ReportWritesOneHtmlPage) {
+  const std::string report_path = (scratch_dir() / "report.html").string();
+  std::vector<std::string> args = tiny_profile_args();
+  for (const char* arg : {"--budget", "70%", "--frontier-points", "3", "--report"}) args.push_back(arg);
+  args.push_back(report_path);
+  const CommandResult result = run_memento(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::ifstream file(report_path);
+  std::stringstream page;
+  page << file.rdbuf();
+  EXPECT_EQ(page.str().rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(page.str().find("gpt-nano"), std::string::npos);
+  EXPECT_NE(result.out.find(report_path), std::string::npos) << result.out;
+}
+
+TEST(CliProfile, PlannerWithoutBudgetIsBadInput) {
+  std::vector<std::string> args = tiny_profile_args();
+  args.push_back("--planner");
+  args.push_back("optimal");
+  const CommandResult result = run_memento(args);
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_TRUE(result.out.empty()) << result.out;
+  EXPECT_NE(result.err.find("--budget"), std::string::npos) << result.err;
+}
+
+TEST(CliProfile, InfeasibleBudgetIsBadInputNamingTheMinimum) {
+  std::vector<std::string> args = tiny_profile_args();
+  for (const char* arg : {"--budget", "1KiB", "--timeline"}) args.push_back(arg);
+  args.push_back((scratch_dir() / "never.json").string());
+  const CommandResult result = run_memento(args);
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("minimum feasible budget"), std::string::npos) << result.err;
+  EXPECT_FALSE(fs::exists(scratch_dir() / "never.json"));
+}
+
+TEST(CliProfile, UnwritableTimelineIsBadInput) {
+  std::vector<std::string> args = tiny_profile_args();
+  args.push_back("--timeline");
+  args.push_back((scratch_dir() / "no-such-dir" / "timeline.json").string());
+  const CommandResult result = run_memento(args);
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("--timeline"), std::string::npos) << result.err;
+}
+
+}  // namespace
