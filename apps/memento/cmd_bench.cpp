@@ -89,8 +89,11 @@ void print_text(const BenchResult& result) {
     for (const BenchRow& row : result.rows) {
       const std::string budget = row.budget + " (" + format_bytes(row.budget_bytes) + ")";
       if (!row.ran) {
-        table.add_row({row.planner, budget, row.status + (row.message.empty() ? "" : ": " + row.message), "—",
-                       "—", "—", "—", "—", "—"});
+        const std::string status =
+            row.status == "infeasible"
+                ? "infeasible (needs " + format_bytes(row.min_feasible_budget_bytes) + ")"
+                : row.status + (row.message.empty() ? "" : ": " + row.message);
+        table.add_row({row.planner, budget, status, "—", "—", "—", "—", "—", "—"});
         continue;
       }
       table.add_row({row.planner, budget, row.status, format_bytes(row.measured_peak_bytes),
