@@ -211,4 +211,27 @@ TEST_F(ReportChromium, ProfileReportRendersEveryChart) {
               "chart-stage-bytes", "chart-frontier-measured", "chart-frontier-predicted"});
 }
 
+// The checks can fail: a chart whose spec Vega-Lite rejects and a script error must show
+// up in the page's attributes and in Chromium's console log.
+TEST_F(ReportChromium, BrokenChartIsDetected) {
+  ASSERT_FALSE(chromium_.empty()) << "headless Chromium was not found: run `make deps`";
+  std::string html = memento::render_html_report(load_fixture("timelines_small.json"));
+  const std::string bar = "\"mark\":\"bar\"";
+  const size_t at = html.find(bar, html.find("id=\"memento-charts\""));
+  ASSERT_NE(at, std::string::npos);
+  html.replace(at, bar.size(), "\"mark\":\"no-such-mark\"");
+  html.replace(html.rfind("</body>"), 7, "<script>null.property;</script></body>");
+  const fs::path page = work_ / "broken_report.html";
+  std::ofstream(page, std::ios::binary) << html;
+
+  const BrowserRun run = run_chromium(chromium_, page, work_, "--dump-dom");
+  ASSERT_EQ(run.exit_code, 0) << run.log;
+  EXPECT_EQ(body_attribute(run.out, "data-chart-count"), "6");
+  EXPECT_EQ(body_attribute(run.out, "data-charts-rendered"), "5");
+  const std::string errors = body_attribute(run.out, "data-errors");
+  EXPECT_NE(errors.find("chart-peak-breakdown"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("null"), std::string::npos) << errors;
+  EXPECT_FALSE(console_lines(run.log, page).empty()) << run.log;
+}
+
 }  // namespace
