@@ -22,6 +22,7 @@
 #include "memento/torch/memory.h"
 #include "memento/torch/plan_runner.h"
 #include "memento/torch/profiler.h"
+#include "memento/torch/step_state.h"
 
 namespace memento::cli {
 
@@ -52,38 +53,6 @@ struct Row {
   double step_s = 0;
   double predicted_step_s = 0;
   int recompute_count = 0;
-};
-
-// The state every step starts from: zero-filled gradients (allocated, so they count as
-// fixed bytes as in the profile) and the buffers as they were before the first step.
-class StepState {
- public:
-  explicit StepState(Chain& chain) : chain_(chain) {
-    for (const torch::Tensor& buffer : chain.buffers()) buffers_.push_back(buffer.clone());
-  }
-  void reset(uint64_t seed) {
-    torch::NoGradGuard no_grad;
-    for (torch::Tensor& parameter : chain_.parameters()) {
-      if (!parameter.requires_grad()) continue;
-      if (parameter.grad().defined()) {
-        parameter.mutable_grad().zero_();
-      } else {
-        parameter.mutable_grad() = torch::zeros_like(parameter);
-      }
-    }
-    auto current = chain_.buffers();
-    for (size_t k = 0; k < current.size(); ++k) current[k].copy_(buffers_[k]);
-    torch::manual_seed(seed);
-  }
-  std::vector<torch::Tensor> gradients() const {
-    std::vector<torch::Tensor> grads;
-    for (const torch::Tensor& parameter : chain_.parameters()) grads.push_back(parameter.grad().clone());
-    return grads;
-  }
-
- private:
-  Chain& chain_;
-  std::vector<torch::Tensor> buffers_;
 };
 
 bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {

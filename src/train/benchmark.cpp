@@ -25,6 +25,7 @@
 #include "memento/torch/memory.h"
 #include "memento/torch/plan_runner.h"
 #include "memento/torch/profiler.h"
+#include "memento/torch/step_state.h"
 
 namespace memento {
 
@@ -69,42 +70,6 @@ int64_t physical_memory_bytes() {
   if (pages <= 0 || page_size <= 0) return 0;
   return static_cast<int64_t>(pages) * page_size;
 }
-
-// The state every measured step starts from: zero-filled gradients (allocated, so they are
-// part of the fixed bytes as in the profile), the buffers as before the first step, and
-// one RNG seed, so that every schedule computes the same step.
-class StepState {
- public:
-  explicit StepState(Chain& chain) : chain_(chain) {
-    torch::NoGradGuard no_grad;
-    for (const torch::Tensor& buffer : chain.buffers()) buffers_.push_back(buffer.clone());
-  }
-  void reset(uint64_t seed) {
-    torch::NoGradGuard no_grad;
-    for (torch::Tensor& parameter : chain_.parameters()) {
-      if (!parameter.requires_grad()) continue;
-      if (parameter.grad().defined()) {
-        parameter.mutable_grad().zero_();
-      } else {
-        parameter.mutable_grad() = torch::zeros_like(parameter);
-      }
-    }
-    auto current = chain_.buffers();
-    for (size_t k = 0; k < current.size(); ++k) current[k].copy_(buffers_[k]);
-    torch::manual_seed(seed);
-  }
-  std::vector<torch::Tensor> gradients() const {
-    std::vector<torch::Tensor> grads;
-    for (const torch::Tensor& parameter : chain_.parameters()) {
-      if (parameter.requires_grad()) grads.push_back(parameter.grad().detach().clone());
-    }
-    return grads;
-  }
-
- private:
-  Chain& chain_;
-  std::vector<torch::Tensor> buffers_;
-};
 
 struct GradientComparison {
   double cosine = 0;

@@ -16,51 +16,14 @@
 
 #include "memento/core/profile.h"
 
+#include "cli_support.h"
+
 namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string quote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
-fs::path scratch_dir() {
-  static const fs::path dir = [] {
-    fs::path path = fs::temp_directory_path() / ("memento_cli_profile_" + std::to_string(getpid()));
-    fs::create_directories(path);
-    return path;
-  }();
-  return dir;
-}
-
-CommandResult run_memento(const std::vector<std::string>& args) {
-  const fs::path err_path = scratch_dir() / "stderr.txt";
-  std::string command = "OMP_NUM_THREADS=1 " + quote(MEMENTO_CLI_PATH);
-  for (const std::string& arg : args) command += " " + quote(arg);
-  command += " 2>" + quote(err_path.string());
-  CommandResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) throw std::runtime_error("popen failed for " + command);
-  char buffer[4096];
-  size_t count = 0;
-  while ((count = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.out.append(buffer, count);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream err_file(err_path);
-  std::stringstream err;
-  err << err_file.rdbuf();
-  result.err = err.str();
-  return result;
-}
+using namespace memento::cli_test;
 
 // A small, fast model: the tiny GPT with 4 sequences of 32 tokens.
 std::vector<std::string> tiny_profile_args() {

@@ -1,0 +1,67 @@
+#pragma once
+/// \file
+/// `StepState`: the state every compared step starts from, so that several schedules of
+/// the same chain compute the same step (used by `memento verify` and `memento bench`):
+/// zero-filled parameter gradients (allocated, so they count as fixed bytes as in the
+/// profile), the module buffers as they were when the StepState was made (BatchNorm
+/// running statistics), and one RNG seed.
+///
+/// Example:
+/// \code
+///   memento::StepState state(*chain);
+///   state.reset(7);
+///   executor.step(schedule_a, batch);
+///   auto grads_a = state.gradients();
+///   state.reset(7);
+///   executor.step(schedule_b, batch);  // same step, other schedule
+/// \endcode
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "memento/torch/chain.h"
+
+namespace memento {
+
+class StepState {
+ public:
+  /// Snapshots the chain's buffers.
+  explicit StepState(Chain& chain) : chain_(chain) {
+    torch::NoGradGuard no_grad;
+    for (const torch::Tensor& buffer : chain.buffers()) buffers_.push_back(buffer.clone());
+  }
+
+  /// Zeroes (or allocates) every trainable parameter's gradient, restores the buffers and
+  /// seeds the CPU generator.
+  void reset(uint64_t seed) {
+    torch::NoGradGuard no_grad;
+    for (torch::Tensor& parameter : chain_.parameters()) {
+      if (!parameter.requires_grad()) continue;
+      if (parameter.grad().defined()) {
+        parameter.mutable_grad().zero_();
+      } else {
+        parameter.mutable_grad() = torch::zeros_like(parameter);
+      }
+    }
+    auto current = chain_.buffers();
+    for (size_t k = 0; k < current.size(); ++k) current[k].copy_(buffers_[k]);
+    torch::manual_seed(seed);
+  }
+
+  /// Copies of the trainable parameters' gradients, in parameter order.
+  std::vector<torch::Tensor> gradients() const {
+    std::vector<torch::Tensor> grads;
+    for (const torch::Tensor& parameter : chain_.parameters()) {
+      if (parameter.requires_grad()) grads.push_back(parameter.grad().detach().clone());
+    }
+    return grads;
+  }
+
+ private:
+  Chain& chain_;
+  std::vector<torch::Tensor> buffers_;
+};
+
+}  // namespace memento
