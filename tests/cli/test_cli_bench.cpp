@@ -22,20 +22,6 @@ namespace fs = std::filesystem;
 
 using namespace memento::cli_test;
 
-void expect_bad_input(const std::vector<std::string>& args, const std::string& expected_word) {
-  std::string joined;
-  for (const auto& arg : args) joined += arg + " ";
-  SCOPED_TRACE("memento " + joined);
-  const CommandResult result = run_memento(args);
-  EXPECT_EQ(result.exit_code, 2) << result.err;
-  EXPECT_TRUE(result.out.empty()) << result.out;
-  ASSERT_FALSE(result.err.empty());
-  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << "expected one line, got: " << result.err;
-  EXPECT_EQ(result.err.rfind("memento: ", 0), 0u) << result.err;
-  EXPECT_NE(result.err.find(expected_word), std::string::npos)
-      << "\"" << expected_word << "\" not in: " << result.err;
-}
-
 TEST(CliBench, BadInputExitsTwoWithOneLine) {
   expect_bad_input({"bench"}, "--model");
   expect_bad_input({"bench", "--model", "no-such-model"}, "no-such-model");

@@ -53,23 +53,6 @@ std::vector<std::string> available_planners() {
   return names;
 }
 
-// One line on stderr, nothing on stdout, exit code 2, and no sign of a crash.
-void expect_bad_input(const std::vector<std::string>& args, const std::string& expected_word) {
-  std::string joined;
-  for (const auto& arg : args) joined += arg + " ";
-  SCOPED_TRACE("memento " + joined);
-  const CommandResult result = run_memento(args);
-  EXPECT_EQ(result.exit_code, 2) << result.err;
-  EXPECT_TRUE(result.out.empty()) << result.out;
-  ASSERT_FALSE(result.err.empty());
-  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << "expected one line, got: " << result.err;
-  EXPECT_EQ(result.err.rfind("memento: ", 0), 0u) << result.err;
-  EXPECT_EQ(result.err.find("terminate"), std::string::npos) << result.err;
-  EXPECT_EQ(result.err.find("Aborted"), std::string::npos) << result.err;
-  EXPECT_NE(result.err.find(expected_word), std::string::npos)
-      << "\"" << expected_word << "\" not in: " << result.err;
-}
-
 const memento::ChainProfile& gpt2_small() {
   static const memento::ChainProfile profile = memento::read_profile(example("gpt2-small"));
   return profile;
