@@ -126,6 +126,24 @@ TEST(OptimalDp, ReferenceMatchesExhaustivePersistentSearch) {
   EXPECT_GT(feasible_cases, 500);
 }
 
+// Both solvers on `profile` discretized at `budget` into `slots`: same feasibility, same
+// optimum, and the fast schedule replayed by simulate() within the budget at the time it
+// claims. `feasible` says whether a schedule was found (a void function, for ASSERT).
+void expect_fast_matches_reference(const ChainProfile& profile, int64_t budget, int slots, int trial,
+                                   bool& feasible) {
+  const DiscreteChain chain = optimal_dp::discretize(profile, budget - profile.fixed_bytes, slots);
+  const optimal_dp::Solution reference = optimal_dp::solve_reference(chain);
+  const optimal_dp::Solution fast = optimal_dp::solve_fast(chain, 1);
+  ASSERT_EQ(fast.feasible, reference.feasible) << "trial " << trial;
+  feasible = fast.feasible;
+  if (!feasible) return;
+  ASSERT_TRUE(near(fast.time_s, reference.time_s))
+      << "trial " << trial << ": " << fast.time_s << " vs " << reference.time_s;
+  const SimulationResult replay = simulate(profile, fast.schedule);
+  EXPECT_LE(replay.peak_bytes, budget) << "trial " << trial;
+  EXPECT_TRUE(near(replay.time_s, fast.time_s)) << "trial " << trial;
+}
+
 TEST(OptimalDp, FastMatchesReferenceOnRandomChains) {
   std::mt19937_64 rng(7);
   int feasible_cases = 0;
@@ -139,20 +157,10 @@ TEST(OptimalDp, FastMatchesReferenceOnRandomChains) {
     const int64_t budget =
         testing::uniform_int(rng, profile.fixed_bytes - 10, store_all_peak(profile) * 11 / 10);
     const int slots = static_cast<int>(testing::uniform_int(rng, 1, 120));
-    const DiscreteChain chain = optimal_dp::discretize(profile, budget - profile.fixed_bytes, slots);
-    const optimal_dp::Solution reference = optimal_dp::solve_reference(chain);
-    const optimal_dp::Solution fast = optimal_dp::solve_fast(chain, 1);
-    ASSERT_EQ(fast.feasible, reference.feasible) << "trial " << trial;
-    if (!fast.feasible) {
-      ++infeasible_cases;
-      continue;
-    }
-    ++feasible_cases;
-    ASSERT_TRUE(near(fast.time_s, reference.time_s))
-        << "trial " << trial << ": " << fast.time_s << " vs " << reference.time_s;
-    const SimulationResult replay = simulate(profile, fast.schedule);
-    EXPECT_LE(replay.peak_bytes, budget) << "trial " << trial;
-    EXPECT_TRUE(near(replay.time_s, fast.time_s)) << "trial " << trial;
+    bool feasible = false;
+    expect_fast_matches_reference(profile, budget, slots, trial, feasible);
+    if (HasFatalFailure()) return;
+    ++(feasible ? feasible_cases : infeasible_cases);
   }
   EXPECT_GT(feasible_cases, 1000);
   EXPECT_GT(infeasible_cases, 100);
@@ -173,17 +181,10 @@ TEST(OptimalDp, TiledFastSolverMatchesReferenceOnLongerChains) {
     const int64_t budget = profile.fixed_bytes + (store_all_peak(profile) - profile.fixed_bytes) *
                                                      testing::uniform_int(rng, 25, 75) / 100;
     const int slots = static_cast<int>(testing::uniform_int(rng, 20, 150));
-    const DiscreteChain chain = optimal_dp::discretize(profile, budget - profile.fixed_bytes, slots);
-    const optimal_dp::Solution reference = optimal_dp::solve_reference(chain);
-    const optimal_dp::Solution fast = optimal_dp::solve_fast(chain, 1);
-    ASSERT_EQ(fast.feasible, reference.feasible) << "trial " << trial;
-    if (!fast.feasible) continue;
-    ++feasible_cases;
-    ASSERT_TRUE(near(fast.time_s, reference.time_s))
-        << "trial " << trial << ": " << fast.time_s << " vs " << reference.time_s;
-    const SimulationResult replay = simulate(profile, fast.schedule);
-    EXPECT_LE(replay.peak_bytes, budget) << "trial " << trial;
-    EXPECT_TRUE(near(replay.time_s, fast.time_s)) << "trial " << trial;
+    bool feasible = false;
+    expect_fast_matches_reference(profile, budget, slots, trial, feasible);
+    if (HasFatalFailure()) return;
+    if (feasible) ++feasible_cases;
   }
   EXPECT_GT(feasible_cases, 75);
 }
