@@ -31,14 +31,16 @@ size_t parse_number(const std::string& text, double& value) {
   while (index < text.size() && std::isdigit(static_cast<unsigned char>(text[index]))) ++index, digits = true;
   if (index < text.size() && text[index] == '.') {
     ++index;
-    while (index < text.size() && std::isdigit(static_cast<unsigned char>(text[index]))) ++index, digits = true;
+    while (index < text.size() && std::isdigit(static_cast<unsigned char>(text[index])))
+      ++index, digits = true;
   }
   if (!digits) return 0;
   value = std::strtod(text.substr(0, index).c_str(), nullptr);
   return index;
 }
 
-const char* kAcceptedForms = "write a size such as 1048576, 300MiB, 1.5GiB, 2GB, or a share of the store-all peak such as 40%";
+const char* kAcceptedForms =
+    "write a size such as 1048576, 300MiB, 1.5GiB, 2GB, or a share of the store-all peak such as 40%";
 
 }  // namespace
 
@@ -49,16 +51,26 @@ int64_t parse_bytes(const std::string& raw) {
   if (used == 0) throw InvalidArgument("invalid size \"" + raw + "\": " + kAcceptedForms);
   const std::string unit = lower(trim(text.substr(used)));
   double scale = 0;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "kb") scale = 1e3;
-  else if (unit == "mb") scale = 1e6;
-  else if (unit == "gb") scale = 1e9;
-  else if (unit == "tb") scale = 1e12;
-  else if (unit == "kib" || unit == "k") scale = 1024.0;
-  else if (unit == "mib" || unit == "m") scale = 1024.0 * 1024;
-  else if (unit == "gib" || unit == "g") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "tib" || unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
-  else throw InvalidArgument("invalid size \"" + raw + "\": unknown unit \"" + unit + "\"; " + kAcceptedForms);
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "kb")
+    scale = 1e3;
+  else if (unit == "mb")
+    scale = 1e6;
+  else if (unit == "gb")
+    scale = 1e9;
+  else if (unit == "tb")
+    scale = 1e12;
+  else if (unit == "kib" || unit == "k")
+    scale = 1024.0;
+  else if (unit == "mib" || unit == "m")
+    scale = 1024.0 * 1024;
+  else if (unit == "gib" || unit == "g")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib" || unit == "t")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else
+    throw InvalidArgument("invalid size \"" + raw + "\": unknown unit \"" + unit + "\"; " + kAcceptedForms);
   const double bytes = std::round(value * scale);
   if (!std::isfinite(bytes) || bytes > 9.0e18) throw InvalidArgument("size \"" + raw + "\" is too large");
   return static_cast<int64_t>(bytes);
@@ -78,11 +90,14 @@ int64_t parse_budget(const std::string& raw, const ChainProfile& profile) {
   const std::string text = trim(raw);
   double percent = 0;
   const size_t used = parse_number(text, percent);
-  if (used == 0 || used + 1 != text.size()) throw InvalidArgument("invalid budget \"" + raw + "\": " + kAcceptedForms);
+  if (used == 0 || used + 1 != text.size())
+    throw InvalidArgument("invalid budget \"" + raw + "\": " + kAcceptedForms);
   if (percent <= 0 || percent > 1000) {
-    throw InvalidArgument("budget \"" + raw + "\" must be a share above 0% and at most 1000% of the store-all peak");
+    throw InvalidArgument("budget \"" + raw +
+                          "\" must be a share above 0% and at most 1000% of the store-all peak");
   }
-  return static_cast<int64_t>(std::llround(static_cast<double>(store_all_peak_bytes(profile)) * percent / 100.0));
+  return static_cast<int64_t>(
+      std::llround(static_cast<double>(store_all_peak_bytes(profile)) * percent / 100.0));
 }
 
 std::string format_bytes(int64_t bytes) {
@@ -91,8 +106,10 @@ std::string format_bytes(int64_t bytes) {
   int unit = 0;
   while (std::fabs(value) >= 1024.0 && unit < 5) value /= 1024.0, ++unit;
   char buffer[64];
-  if (unit == 0) std::snprintf(buffer, sizeof buffer, "%lld B", static_cast<long long>(bytes));
-  else std::snprintf(buffer, sizeof buffer, "%.2f %s", value, units[unit]);
+  if (unit == 0)
+    std::snprintf(buffer, sizeof buffer, "%lld B", static_cast<long long>(bytes));
+  else
+    std::snprintf(buffer, sizeof buffer, "%.2f %s", value, units[unit]);
   return buffer;
 }
 

@@ -42,7 +42,8 @@ int64_t stage_peak_bytes(const ChainProfile& profile, int stage, StageDecision d
   const int64_t forward_bytes =
       held_before_bytes + stage_held_bytes(costs, decision) +
       (decision == StageDecision::Recompute ? costs.no_grad_temp_bytes() : costs.forward_temp_bytes);
-  const int64_t backward_bytes = held_before_bytes + costs.saved_bytes + costs.output_bytes +
+  const int64_t backward_graph_bytes = last ? profile.last_graph_after_loss_bytes() : costs.saved_bytes;
+  const int64_t backward_bytes = held_before_bytes + backward_graph_bytes + costs.output_bytes +
                                  costs.backward_peak_extra_bytes(stage > 0);
   int64_t peak_bytes = std::max(forward_bytes, backward_bytes);
   if (decision == StageDecision::Recompute) {
@@ -65,7 +66,13 @@ int64_t decisions_peak_bytes(const ChainProfile& profile, const std::vector<Stag
     peak_bytes = std::max(peak_bytes, stage_peak_bytes(profile, i, decisions[i], held_bytes));
     held_bytes += stage_held_bytes(profile.stages[i], decisions[i]);
   }
-  return std::max(peak_bytes, held_bytes + profile.stages.back().output_bytes);  // the Loss op
+  return std::max(peak_bytes, loss_peak_bytes(profile, decisions.back(), held_bytes));
+}
+
+int64_t loss_peak_bytes(const ChainProfile& profile, StageDecision last_decision, int64_t held_bytes) {
+  const StageProfile& last = profile.stages.back();
+  return held_bytes + last.output_bytes + profile.loss_temp_bytes +
+         (last_decision == StageDecision::Recompute ? last.output_droppable_bytes : 0);
 }
 
 int count_recomputed(const std::vector<StageDecision>& decisions) {

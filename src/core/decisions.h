@@ -35,11 +35,16 @@ Schedule schedule_from_decisions(const ChainProfile& profile, const std::vector<
 // between their forward and backward (graph S_k when kept, the stored output when
 // recomputed) and d_{i+1} the output size of stage i, the op peaks are:
 //   forward of i            P_i + (S_i or out_i) + FT_i
-//   Loss                    P_L + out_{L-1}
+//   Loss                    P_L + out_{L-1} + LT (+ DROP_{L-1} when stage L-1 is recomputed)
 //   Fg(i) when recomputed   P_i + d_{i+1} + S_i + FT_i (+ out_{L-1}, the stored a_L, for i = L-1)
 //   Backward(i)             P_i + S_i + d_{i+1} + (in_i for i > 0) + BT_i
-// (Backward(i+1) frees the stored output of a recomputed stage i before its Fg runs.)
+// (Backward(i+1) frees the stored output of a recomputed stage i before its Fg runs;
+// for i = L-1 the graph holds S_i - DROP_i at its backward, its outputs dropped after
+// the Loss; LT is the profile's loss_temp_bytes.)
 int64_t decisions_peak_bytes(const ChainProfile& profile, const std::vector<StageDecision>& decisions);
+
+// The Loss op's peak given P_L = `held_bytes` and the last stage's decision.
+int64_t loss_peak_bytes(const ChainProfile& profile, StageDecision last_decision, int64_t held_bytes);
 
 // The pieces of that sum, for planners that evaluate many vectors incrementally: what
 // stage i holds from its forward to its backward (S_i or out_i), and the largest peak

@@ -159,11 +159,16 @@ void DtrChainState::set_stored(int i, bool value) {
   if (i >= 1 && !graph_[i - 1]) live_bytes_ += (value ? 1 : -1) * profile_.activation_bytes(i);
 }
 
+int64_t DtrChainState::graph_bytes(int i) const {
+  return i == length_ - 1 && gradient_[length_] ? profile_.last_graph_after_loss_bytes()
+                                                : profile_.stages[i].saved_bytes;
+}
+
 void DtrChainState::set_graph(int i, bool value) {
   if (graph_[i] == value) return;
   graph_[i] = value;
   const int64_t sign = value ? 1 : -1;
-  live_bytes_ += sign * profile_.stages[i].saved_bytes;
+  live_bytes_ += sign * graph_bytes(i);
   if (stored_[i + 1]) live_bytes_ -= sign * profile_.activation_bytes(i + 1);
 }
 
@@ -193,10 +198,14 @@ void DtrChainState::on_op(const Op& op, double now_s) {
       pool_.materialize(activation_id(i + 1), now_s);
       pool_.materialize(residual_id(i), now_s);
       break;
-    case OpKind::Loss:
+    case OpKind::Loss: {
       pool_.access(activation_id(length_), now_s);
+      const int64_t graph_before = graph_[length_ - 1] ? graph_bytes(length_ - 1) : 0;
       set_gradient(length_, true);
+      // As in simulate(): graph L-1 drops its outputs once the loss has read them.
+      if (graph_[length_ - 1]) live_bytes_ += graph_bytes(length_ - 1) - graph_before;
       break;
+    }
     case OpKind::Backward:
       set_graph(i, false);
       set_gradient(i + 1, false);
@@ -262,14 +271,17 @@ std::optional<DtrEviction> DtrChainState::choose_eviction(const std::vector<int>
   };
   for (int stage = 0; stage < length_; ++stage) {
     if (!graph_[stage] || contains(pinned_graphs, stage)) continue;
-    consider({DtrEviction::Kind::ShrinkGraph, stage}, residual_id(stage), pool_.bytes(residual_id(stage)));
+    // After the Loss the last graph has no outputs left to keep: only dropping it whole frees.
+    const bool outputs_dropped = stage == length_ - 1 && gradient_[length_];
+    if (!outputs_dropped) {
+      consider({DtrEviction::Kind::ShrinkGraph, stage}, residual_id(stage), pool_.bytes(residual_id(stage)));
+    }
     // The whole graph, output included, when nothing needs a_{stage+1} now: the next
     // graph is not alive (it would have saved its input) and the op does not read it.
     // Stages whose graph is just their output (ReLU, Linear) free nothing by shrinking.
     const int output = stage + 1;
     if (!(output < length_ && graph_[output]) && !contains(pinned_activations, output) && !stored_[output]) {
-      consider({DtrEviction::Kind::DropGraph, stage}, activation_id(output),
-               profile_.stages[stage].saved_bytes);
+      consider({DtrEviction::Kind::DropGraph, stage}, activation_id(output), graph_bytes(stage));
     }
   }
   for (int activation = 1; activation <= length_; ++activation) {
@@ -290,7 +302,7 @@ int64_t DtrChainState::eviction_bytes(const DtrEviction& eviction) const {
     case DtrEviction::Kind::ShrinkGraph:
       return pool_.bytes(residual_id(eviction.index));
     case DtrEviction::Kind::DropGraph:
-      return profile_.stages.at(eviction.index).saved_bytes;
+      return graph_bytes(eviction.index);
     case DtrEviction::Kind::FreeActivation:
       return pool_.bytes(activation_id(eviction.index));
   }
@@ -304,7 +316,13 @@ DtrController::DtrController(const ChainProfile& profile, int64_t budget_bytes)
 
 int64_t DtrController::op_bytes(const Op& op) const {
   const ChainProfile& profile = chain_.profile();
-  if (op.kind == OpKind::Loss) return profile.activation_bytes(profile.length());
+  if (op.kind == OpKind::Loss) {
+    // simulate()'s Loss: d_L and the loss's transients, plus the outputs a graph would
+    // have dropped when a_L is a stored copy.
+    const int last = profile.length() - 1;
+    return profile.activation_bytes(profile.length()) + profile.loss_temp_bytes +
+           (chain_.graph_alive(last) ? 0 : profile.stages.back().output_droppable_bytes);
+  }
   if (op.kind == OpKind::Free) return 0;
   const StageProfile& stage = profile.stages.at(op.stage);
   const int64_t no_grad_bytes = stage.output_bytes + stage.no_grad_temp_bytes();

@@ -44,15 +44,22 @@ class Costs {
     return i < length_ ? chain_.forward_s[i] + chain_.backward_s[i] : 0.0;
   }
 
+  // Graph a during B(a): the last stage's graph has dropped its outputs by then (the Loss
+  // ran before any B(L-1)).
+  int64_t backward_graph(int a) const { return a == length_ - 1 ? chain_.last_graph_after_loss : saved(a); }
   // Leaf: Fg(a) then B(a) with d_{a+1} alive; for the loss stage, Loss creates d_L.
   int64_t leaf_peak(int a) const {
-    if (a == length_) return x(length_);
-    return d(a + 1) + saved(a) + std::max(chain_.forward_temp[a], chain_.backward_extra[a]);
+    if (a == length_) return x(length_) + chain_.loss_temp;
+    return d(a + 1) +
+           std::max(saved(a) + chain_.forward_temp[a], backward_graph(a) + chain_.backward_extra[a]);
   }
   // Fg(a) while d_{b+1} is alive.
   int64_t graph_forward_peak(int a, int b) const { return d(b + 1) + saved(a) + chain_.forward_temp[a]; }
   // B(a) once the rest is done: graph a, d_{a+1} and the new d_a.
-  int64_t graph_backward_peak(int a) const { return saved(a) + d(a + 1) + chain_.backward_extra[a]; }
+  int64_t graph_backward_peak(int a) const { return backward_graph(a) + d(a + 1) + chain_.backward_extra[a]; }
+  // What a checkpoint at j holds while solve(j, b) runs: a_j. Loss on a stored a_L peaks
+  // higher by the outputs a graph would have dropped (simulate()), charged here.
+  int64_t checkpoint_hold(int j) const { return x(j) + (j == length_ ? chain_.output_droppable : 0); }
   // The forward op that ends the chain of a checkpoint at j (j > a): Fc(a) for j == a + 1,
   // Fn(j - 1) otherwise, each while d_{b+1} is alive. a_a belongs to the caller.
   int64_t checkpoint_step_peak(int a, int j, int b) const {
@@ -88,7 +95,7 @@ void emit(const Costs& costs, int a, int b, int64_t m, const Choose& choose, Sch
   }
   out.push_back(Op::forward_checkpoint(a));
   for (int k = a + 1; k < j; ++k) out.push_back(Op::forward_no_grad(k));
-  emit(costs, j, b, m - costs.x(j), choose, out);
+  emit(costs, j, b, m - costs.checkpoint_hold(j), choose, out);
   // Loss leaves a_L stored (Backward(j) would have freed a_j for j < L).
   if (j == length) out.push_back(Op::free(length));
   emit(costs, a, j - 1, m, choose, out);
@@ -121,6 +128,9 @@ DiscreteChain convert(const ChainProfile& profile, int64_t capacity, int64_t (*u
     chain.forward_s.push_back(stage.forward_s);
     chain.backward_s.push_back(stage.backward_s);
   }
+  chain.loss_temp = units(profile.loss_temp_bytes, memory_bytes, slots);
+  chain.last_graph_after_loss = units(profile.last_graph_after_loss_bytes(), memory_bytes, slots);
+  chain.output_droppable = units(profile.stages.back().output_droppable_bytes, memory_bytes, slots);
   return chain;
 }
 
@@ -170,7 +180,8 @@ MinPeakTable min_peak_table(const Costs& costs) {
         forward_s += costs.forward_s(j - 1);
         const int64_t right = cell_index(j, b);
         const int64_t left = cell_index(a, j - 1);
-        const int64_t peak = std::max({chain_peak, costs.x(j) + table.peak[right], table.peak[left]});
+        const int64_t peak =
+            std::max({chain_peak, costs.checkpoint_hold(j) + table.peak[right], table.peak[left]});
         const double time_s = forward_s + table.time_s[right] + table.time_s[left];
         if (peak < best_peak || (peak == best_peak && time_s < best_time)) {
           best_peak = peak;
@@ -376,7 +387,7 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch, bo
     Option option;
     option.right_cell = cell_index(j, b);
     option.left_cell = cell_index(a, j - 1);
-    option.shift = costs.x(j);
+    option.shift = costs.checkpoint_hold(j);
     option.start =
         std::max({chain_peak, option.shift + rows.lo[option.right_cell], rows.lo[option.left_cell], lo});
     if (option.start >= hi) continue;
@@ -557,7 +568,7 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       Option option;
       option.right_cell = cell_index(j, c.b);
       option.left_cell = cell_index(c.a, j - 1);
-      option.shift = costs.x(j);
+      option.shift = costs.checkpoint_hold(j);
       const Rows::Meta& right_meta = rows.meta[option.right_cell];
       const Rows::Meta& left_meta = rows.meta[option.left_cell];
       option.start = std::max({c.chain_peak, option.shift + right_meta.lo, left_meta.lo, c.lo});
@@ -614,9 +625,9 @@ int choose_fast(const Costs& costs, const Rows& rows, int a, int b, int64_t m) {
     forward_s += costs.forward_s(j - 1);
     const int64_t right = cell_index(j, b);
     const int64_t left = cell_index(a, j - 1);
-    const int64_t start = std::max({chain_peak, costs.x(j) + rows.lo[right], rows.lo[left]});
+    const int64_t start = std::max({chain_peak, costs.checkpoint_hold(j) + rows.lo[right], rows.lo[left]});
     if (m < start) continue;
-    const double value = (forward_s + rows.get(right, m - costs.x(j))) + rows.get(left, m);
+    const double value = (forward_s + rows.get(right, m - costs.checkpoint_hold(j))) + rows.get(left, m);
     if (value < best_value) {
       best_value = value;
       best_choice = j;
@@ -709,7 +720,7 @@ Solution solve_reference(const DiscreteChain& chain) {
             chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
             forward_s += costs.forward_s(j - 1);
             if (chain_peak > m) continue;
-            const double right = lookup(j, b, m - costs.x(j));
+            const double right = lookup(j, b, m - costs.checkpoint_hold(j));
             const double left = lookup(a, j - 1, m);
             if (right < kInfinity && left < kInfinity && forward_s + right + left < best) {
               best = forward_s + right + left;

@@ -27,6 +27,9 @@ struct DiscreteChain {
   std::vector<int64_t> backward_extra;  ///< L entries: on top of graph a and d_{a+1} during B(a)
   std::vector<double> forward_s;        ///< L entries
   std::vector<double> backward_s;       ///< L entries
+  int64_t loss_temp = 0;                ///< the Loss op's transients on top of d_L
+  int64_t last_graph_after_loss = 0;    ///< graph L-1 once the Loss has run (outputs dropped)
+  int64_t output_droppable = 0;         ///< stage L-1's droppable outputs (Loss on a stored a_L)
   int64_t capacity = 0;                 ///< units available above fixed_bytes (may be < 0)
 };
 

@@ -20,7 +20,8 @@ class FixedSchedulePlanner : public Planner {
     const auto start = std::chrono::steady_clock::now();
     Schedule schedule = build_(profile.length());
     const int64_t peak_bytes = simulate(profile, schedule).peak_bytes;
-    const double solve_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double solve_time_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return finish_plan(name_, profile, options, std::move(schedule), solve_time_s, peak_bytes);
   }
 
@@ -50,7 +51,8 @@ Schedule recompute_all_schedule(int length) {
 
 std::unique_ptr<Planner> make_store_all_planner() {
   return std::make_unique<FixedSchedulePlanner>(
-      "store-all", "keep every stage's autograd graph: no recomputation, the largest peak", store_all_schedule);
+      "store-all", "keep every stage's autograd graph: no recomputation, the largest peak",
+      store_all_schedule);
 }
 
 std::unique_ptr<Planner> make_recompute_all_planner() {

@@ -65,7 +65,7 @@ MutwoTrajectory mutwo_trajectory(const ChainProfile& profile) {
       held_before_bytes[i] = held_bytes;
       held_bytes += stage_held_bytes(profile.stages[i], decisions[i]);
     }
-    peak_from_bytes[length] = held_bytes + profile.stages.back().output_bytes;
+    peak_from_bytes[length] = loss_peak_bytes(profile, decisions.back(), held_bytes);
     for (int i = length - 1; i >= 0; --i) {
       peak_from_bytes[i] =
           std::max(peak_from_bytes[i + 1], stage_peak_bytes(profile, i, decisions[i], held_before_bytes[i]));

@@ -33,6 +33,11 @@ double ChainProfile::total_backward_s() const {
   return total;
 }
 
+int64_t ChainProfile::last_graph_after_loss_bytes() const {
+  const StageProfile& last = stages.back();
+  return last.saved_bytes - last.output_droppable_bytes;
+}
+
 namespace {
 
 // Caps keep every sum of a profile's bytes (at most kMaxStages x 3 x 2^44) inside int64.
@@ -108,6 +113,7 @@ void validate_profile(const ChainProfile& profile, const std::string& source) {
                        std::to_string(kMaxStages) + " supported; use a coarser split");
   }
   check_bytes(profile.fixed_bytes, source, "fixed_bytes");
+  check_bytes(profile.loss_temp_bytes, source, "loss_temp_bytes");
   for (int i = 0; i < profile.length(); ++i) {
     const StageProfile& stage = profile.stages[i];
     const std::string where = stage_label(source, i, stage.name);
@@ -126,6 +132,13 @@ void validate_profile(const ChainProfile& profile, const std::string& source) {
       throw ProfileError(
           where + ": field \"backward_released_bytes\" (" + std::to_string(stage.backward_released_bytes) +
           ") exceeds what the backward can free, saved_bytes + output_bytes (its graph and d_{i+1})");
+    }
+    check_bytes(stage.output_droppable_bytes, where, "output_droppable_bytes");
+    if (stage.output_droppable_bytes > stage.output_bytes) {
+      throw ProfileError(where + ": field \"output_droppable_bytes\" (" +
+                         std::to_string(stage.output_droppable_bytes) + ") exceeds \"output_bytes\" (" +
+                         std::to_string(stage.output_bytes) +
+                         "); only the outputs themselves can be dropped");
     }
     if (!std::isfinite(stage.flops) || stage.flops < 0) {
       throw ProfileError(where + ": field \"flops\" must be a finite number >= 0");
@@ -162,8 +175,11 @@ json profile_to_json(const ChainProfile& profile) {
     }
     if (stage.backward_released_bytes > 0)
       stages.back()["backward_released_bytes"] = stage.backward_released_bytes;
+    if (stage.output_droppable_bytes > 0)
+      stages.back()["output_droppable_bytes"] = stage.output_droppable_bytes;
   }
   json out = {{"model", profile.model}, {"fixed_bytes", profile.fixed_bytes}, {"stages", stages}};
+  if (profile.loss_temp_bytes > 0) out["loss_temp_bytes"] = profile.loss_temp_bytes;
   const FixedBytes& fixed = profile.fixed_breakdown;
   if (fixed.total() > 0) {
     out["fixed_breakdown"] = {{"parameters_bytes", fixed.parameters_bytes},
@@ -183,6 +199,7 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
   ChainProfile profile;
   profile.model = read_string(document, "model", false, source);
   profile.fixed_bytes = read_bytes(document, "fixed_bytes", true, source);
+  profile.loss_temp_bytes = read_bytes(document, "loss_temp_bytes", false, source);
   auto breakdown = document.find("fixed_breakdown");
   if (breakdown != document.end() && !breakdown->is_null()) {
     const std::string where = source + ": fixed_breakdown";
@@ -216,6 +233,7 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     stage.backward_temp_bytes = read_bytes(item, "backward_temp_bytes", false, named);
     stage.flops = read_number(item, "flops", false, named);
     stage.backward_released_bytes = read_bytes(item, "backward_released_bytes", false, named);
+    stage.output_droppable_bytes = read_bytes(item, "output_droppable_bytes", false, named);
     if (item.contains("forward_no_grad_temp_bytes")) {
       stage.forward_no_grad_temp_bytes = read_bytes(item, "forward_no_grad_temp_bytes", true, named);
     }

@@ -32,7 +32,9 @@ const KindNames& names_of(OpKind kind) {
 
 }  // namespace
 
-const char* op_kind_name(OpKind kind) { return names_of(kind).json_name; }
+const char* op_kind_name(OpKind kind) {
+  return names_of(kind).json_name;
+}
 
 OpKind op_kind_from_name(const std::string& name) {
   std::string valid;
@@ -69,7 +71,8 @@ nlohmann::json schedule_to_json(const Schedule& schedule) {
 }
 
 Schedule schedule_from_json(const nlohmann::json& json) {
-  if (!json.is_array()) throw InvalidArgument("a schedule must be a JSON array of {\"op\", \"stage\"} objects");
+  if (!json.is_array())
+    throw InvalidArgument("a schedule must be a JSON array of {\"op\", \"stage\"} objects");
   Schedule schedule;
   for (size_t index = 0; index < json.size(); ++index) {
     const auto& item = json[index];

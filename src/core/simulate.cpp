@@ -39,7 +39,8 @@ class ChainState {
     switch (op.kind) {
       case OpKind::ForwardNoGrad:
       case OpKind::ForwardCheckpoint: {
-        if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
+        if (!available(i))
+          fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
         if (available(i + 1)) fail("its output a_" + std::to_string(i + 1) + " is already available");
         const StageProfile& stage = profile_.stages[i];
         peak = before + stage.output_bytes + stage.no_grad_temp_bytes();
@@ -49,7 +50,8 @@ class ChainState {
         break;
       }
       case OpKind::ForwardWithGraph: {
-        if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
+        if (!available(i))
+          fail("its input a_" + std::to_string(i) + " is not available (freed or never computed)");
         if (graph_[i]) fail("the graph of stage " + std::to_string(i) + " is already alive");
         const StageProfile& stage = profile_.stages[i];
         peak = before + stage.saved_bytes + stage.forward_temp_bytes;
@@ -61,15 +63,22 @@ class ChainState {
       case OpKind::Loss: {
         if (!available(length_)) fail("the model output a_" + std::to_string(length_) + " is not available");
         if (gradient_[length_]) fail("the loss gradient already exists");
-        peak = before + profile_.activation_bytes(length_);
+        // A stored a_L (no graph) stays until Free(L); a graph's outputs are dropped inside
+        // the op, after the loss's forward, so its transients may meet them freed already.
+        peak = before + profile_.activation_bytes(length_) + profile_.loss_temp_bytes +
+               (stored_[length_] ? profile_.stages.back().output_droppable_bytes : 0);
+        const int64_t graph_before = graph_[length_ - 1] ? graph_bytes(length_ - 1) : 0;
         set_gradient(length_, true);
+        if (graph_[length_ - 1]) live_bytes_ += graph_bytes(length_ - 1) - graph_before;
         break;
       }
       case OpKind::Backward: {
-        if (!graph_[i]) fail("the graph of stage " + std::to_string(i) + " is not alive (never built or already used)");
+        if (!graph_[i])
+          fail("the graph of stage " + std::to_string(i) + " is not alive (never built or already used)");
         if (!gradient_[i + 1]) {
           fail("the gradient of its output a_" + std::to_string(i + 1) + " does not exist yet" +
-               (i + 1 == length_ ? " (run Loss first)" : " (run Backward(" + std::to_string(i + 1) + ") first)"));
+               (i + 1 == length_ ? " (run Loss first)"
+                                 : " (run Backward(" + std::to_string(i + 1) + ") first)"));
         }
         if (!available(i)) fail("its input a_" + std::to_string(i) + " is not available");
         const StageProfile& stage = profile_.stages[i];
@@ -87,7 +96,8 @@ class ChainState {
         if (i < 1) fail("a_0, the model input, is never freed");
         if (!stored_[i]) fail("a_" + std::to_string(i) + " is not stored");
         if (i < length_ && graph_[i]) {
-          fail("the graph of stage " + std::to_string(i) + " is alive and its Backward needs a_" + std::to_string(i));
+          fail("the graph of stage " + std::to_string(i) + " is alive and its Backward needs a_" +
+               std::to_string(i));
         }
         set_stored(i, false);
         break;
@@ -102,12 +112,15 @@ class ChainState {
     };
     for (int i = 0; i < length_; ++i) {
       if (forward_count_[i] == 0) fail("stage " + std::to_string(i) + " never runs forward");
-      if (graph_[i]) fail("the graph of stage " + std::to_string(i) + " is still alive (its Backward never ran)");
+      if (graph_[i])
+        fail("the graph of stage " + std::to_string(i) + " is still alive (its Backward never ran)");
     }
     for (int i = 1; i <= length_; ++i) {
-      if (gradient_[i]) fail("the gradient of a_" + std::to_string(i) + " is still alive (Backward(" +
-                              std::to_string(i - 1) + ") never ran)");
-      if (stored_[i]) fail("a_" + std::to_string(i) + " is still stored at the end (add Free(" + std::to_string(i) + "))");
+      if (gradient_[i])
+        fail("the gradient of a_" + std::to_string(i) + " is still alive (Backward(" + std::to_string(i - 1) +
+             ") never ran)");
+      if (stored_[i])
+        fail("a_" + std::to_string(i) + " is still stored at the end (add Free(" + std::to_string(i) + "))");
     }
     if (!backward_done_) fail("Backward(0) never ran");
   }
@@ -123,11 +136,16 @@ class ChainState {
     stored_[i] = value;
     if (i >= 1 && !graph_[i - 1]) live_bytes_ += (value ? 1 : -1) * profile_.activation_bytes(i);
   }
+  // The last stage's graph drops its outputs once the Loss has run (d_L exists).
+  int64_t graph_bytes(int i) const {
+    return i == length_ - 1 && gradient_[length_] ? profile_.last_graph_after_loss_bytes()
+                                                  : profile_.stages[i].saved_bytes;
+  }
   void set_graph(int i, bool value) {
     if (graph_[i] == value) return;
     graph_[i] = value;
     const int64_t sign = value ? 1 : -1;
-    live_bytes_ += sign * profile_.stages[i].saved_bytes;
+    live_bytes_ += sign * graph_bytes(i);
     if (stored_[i + 1]) live_bytes_ -= sign * profile_.activation_bytes(i + 1);
   }
   void set_gradient(int i, bool value) {

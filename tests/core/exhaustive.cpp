@@ -73,7 +73,10 @@ class StateCodec {
       if (gradient(s, i)) bytes += profile_.activation_bytes(i);
     }
     for (int i = 0; i < length_; ++i) {
-      if (graph(s, i)) bytes += profile_.stages[i].saved_bytes;
+      if (!graph(s, i)) continue;
+      // The last stage's graph drops its outputs once the Loss has made d_L.
+      const bool dropped = i == length_ - 1 && gradient(s, length_);
+      bytes += dropped ? profile_.last_graph_after_loss_bytes() : profile_.stages[i].saved_bytes;
     }
     return bytes;
   }
@@ -106,7 +109,8 @@ class StateCodec {
       }
       case OpKind::Loss: {
         if (!available(s, length_) || gradient(s, length_)) return false;
-        peak = before + profile_.activation_bytes(length_);
+        peak = before + profile_.activation_bytes(length_) + profile_.loss_temp_bytes +
+               (stored(s, length_) ? profile_.stages.back().output_droppable_bytes : 0);
         next = set_gradient(next, length_, true);
         return true;
       }

@@ -136,7 +136,8 @@ ChainProfile flat_profile(int length) {
   ChainProfile profile;
   profile.fixed_bytes = 100;
   for (int i = 0; i < length; ++i) {
-    profile.stages.push_back({"s" + std::to_string(i), "mlp", 1.0, 2.0, 10, 10, 30, 0, 0, 0, std::nullopt, 0});
+    profile.stages.push_back(
+        {"s" + std::to_string(i), "mlp", 1.0, 2.0, 10, 10, 30, 0, 0, 0, std::nullopt, 0});
   }
   return profile;
 }

@@ -54,6 +54,7 @@ void expect_profile_error(const json& document, std::initializer_list<std::strin
 void expect_same_profile(const ChainProfile& a, const ChainProfile& b) {
   EXPECT_EQ(a.model, b.model);
   EXPECT_EQ(a.fixed_bytes, b.fixed_bytes);
+  EXPECT_EQ(a.loss_temp_bytes, b.loss_temp_bytes);
   EXPECT_EQ(a.fixed_breakdown.parameters_bytes, b.fixed_breakdown.parameters_bytes);
   EXPECT_EQ(a.fixed_breakdown.gradients_bytes, b.fixed_breakdown.gradients_bytes);
   EXPECT_EQ(a.fixed_breakdown.optimizer_bytes, b.fixed_breakdown.optimizer_bytes);
@@ -72,6 +73,9 @@ void expect_same_profile(const ChainProfile& a, const ChainProfile& b) {
     EXPECT_EQ(x.forward_temp_bytes, y.forward_temp_bytes);
     EXPECT_EQ(x.backward_temp_bytes, y.backward_temp_bytes);
     EXPECT_EQ(x.flops, y.flops);
+    EXPECT_EQ(x.forward_no_grad_temp_bytes, y.forward_no_grad_temp_bytes);
+    EXPECT_EQ(x.backward_released_bytes, y.backward_released_bytes);
+    EXPECT_EQ(x.output_droppable_bytes, y.output_droppable_bytes);
   }
 }
 
@@ -185,6 +189,13 @@ TEST(ProfileErrors, InconsistentSizesNameStageAndField) {
   document = valid_document();
   document["stages"] = json::array();
   expect_profile_error(document, {"model.json", "\"stages\" is empty"});
+  document = valid_document();
+  document["stages"][1]["output_droppable_bytes"] = 257;
+  expect_profile_error(document, {"stage 1 (\"block1\")", "field \"output_droppable_bytes\" (257)",
+                                  "exceeds \"output_bytes\" (256)"});
+  document = valid_document();
+  document["loss_temp_bytes"] = -1;
+  expect_profile_error(document, {"model.json", "loss_temp_bytes"});
 }
 
 TEST(ProfileErrors, ValidateNamesTheSourceForBuiltProfiles) {

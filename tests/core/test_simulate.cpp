@@ -24,6 +24,33 @@ TEST(Simulate, StoreAllPeakAndTime) {
   EXPECT_EQ(result.timeline.back().live_bytes, 1000);
 }
 
+TEST(Simulate, LastGraphDropsItsOutputAfterTheLoss) {
+  ChainProfile profile = two_stage_profile();
+  profile.stages[1].output_droppable_bytes = 30;  // a head whose backward does not read its output
+  profile.loss_temp_bytes = 45;
+  const auto result = simulate(profile, store_all_schedule(2));
+  ASSERT_EQ(result.timeline.size(), 5u);
+  // L: 1110 + 30 (d_L) + 45 (loss transients); then graph 1 holds 60 - 30.
+  EXPECT_EQ(result.timeline[2].peak_bytes, 1185);
+  EXPECT_EQ(result.timeline[2].live_bytes, 1110);
+  // B1: 1110 + 20 (d_1); B1 frees graph 1 (30 left) and d_L.
+  EXPECT_EQ(result.timeline[3].peak_bytes, 1130);
+  EXPECT_EQ(result.timeline[3].live_bytes, 1070);
+  EXPECT_EQ(result.timeline.back().live_bytes, 1000);
+
+  // A stored a_L (Fc) is not dropped: the Loss may meet all of it, and the graph rebuilt
+  // after the Loss holds only saved - droppable.
+  const Schedule stored = {Op::forward_with_graph(0), Op::forward_checkpoint(1), Op::loss(),     Op::free(2),
+                           Op::forward_with_graph(1), Op::backward(1),           Op::backward(0)};
+  const auto replay = simulate(profile, stored);
+  // Fc1: 1050 + 30; L: 1080 + 30 + 45 + 30 (droppable); Free(2): 1080; Fg1: 1080 + 60 -> 1110.
+  EXPECT_EQ(replay.timeline[2].peak_bytes, 1185);
+  EXPECT_EQ(replay.timeline[3].live_bytes, 1080);
+  EXPECT_EQ(replay.timeline[4].peak_bytes, 1140);
+  EXPECT_EQ(replay.timeline[4].live_bytes, 1110);
+  EXPECT_EQ(replay.timeline.back().live_bytes, 1000);
+}
+
 TEST(Simulate, RejectsBackwardWithoutGraph) {
   Schedule schedule = {Op::forward_checkpoint(0), Op::forward_with_graph(1), Op::loss(), Op::backward(1),
                        Op::backward(0)};
@@ -41,8 +68,8 @@ TEST(Simulate, RejectsUseAfterFree) {
 }
 
 TEST(Simulate, CountsRecomputation) {
-  Schedule schedule = {Op::forward_checkpoint(0), Op::forward_with_graph(1), Op::loss(), Op::backward(1),
-                       Op::forward_with_graph(0), Op::backward(0)};
+  Schedule schedule = {Op::forward_checkpoint(0), Op::forward_with_graph(1), Op::loss(),
+                       Op::backward(1),           Op::forward_with_graph(0), Op::backward(0)};
   const auto result = simulate(two_stage_profile(), schedule);
   EXPECT_EQ(result.recompute_count, 1);
   EXPECT_DOUBLE_EQ(result.recompute_s, 1.0);

@@ -102,6 +102,10 @@ inline ChainProfile random_profile(std::mt19937_64& rng, int length,
     profile.stages.push_back(draw_stage(i, input_bytes, output_bytes));
     input_bytes = output_bytes;
   }
+  // Often a head whose backward does not need its output (logits), and loss transients.
+  StageProfile& last = profile.stages.back();
+  if (!zero(rng)) last.output_droppable_bytes = uniform_int(rng, 0, last.output_bytes);
+  if (has_temp(rng)) profile.loss_temp_bytes = uniform_int(rng, 0, 2 * last.output_bytes);
   return profile;
 }
 

@@ -165,6 +165,7 @@ class DtrChainState {
   int residual_id(int stage) const { return length_ + stage; }
   void set_stored(int i, bool value);
   void set_graph(int i, bool value);
+  int64_t graph_bytes(int i) const;  // saved bytes; the last graph without its outputs after the Loss
   void set_gradient(int i, bool value);
 
   ChainProfile profile_;

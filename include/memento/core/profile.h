@@ -45,6 +45,13 @@ struct StageProfile {
   /// gradient d_i (an output or a saved tensor the backward no longer needs), 0 when none.
   int64_t backward_released_bytes = 0;
 
+  /// Bytes of the outputs that the stage's own backward does not keep: dropping the
+  /// outputs while the graph stays alive frees them (a Linear's output; not a ReLU's, whose
+  /// backward reads it). Used for the last stage only: once the loss has read the model
+  /// output, the Executor keeps graph L-1 without it, as plain autograd frees the logits.
+  /// 0 when unknown, which is what it was before the field existed.
+  int64_t output_droppable_bytes = 0;
+
   /// The no-grad forward's transient bytes, `forward_temp_bytes` when not measured.
   int64_t no_grad_temp_bytes() const { return forward_no_grad_temp_bytes.value_or(forward_temp_bytes); }
   /// What Backward(i) adds on top of the bytes alive before it, at its peak: the input
@@ -73,12 +80,18 @@ struct ChainProfile {
   std::vector<StageProfile> stages;
   int64_t fixed_bytes = 0;     ///< parameters, gradients, optimizer state, inputs
   FixedBytes fixed_breakdown;  ///< optional; all zeros when unknown
+  /// Transient bytes of the Loss op on top of the bytes alive before it and d_L (the
+  /// loss's own forward and backward, e.g. log-softmax and its gradient). 0 when unknown.
+  int64_t loss_temp_bytes = 0;
 
   int length() const { return static_cast<int>(stages.size()); }
   /// Size of activation a_i, 0 <= i <= L (a_0 is the input, a_L the output).
   int64_t activation_bytes(int i) const;
   double total_forward_s() const;
   double total_backward_s() const;
+  /// Bytes the last stage's graph holds once the Loss has run (its output dropped):
+  /// `saved_bytes - output_droppable_bytes` of stage L-1.
+  int64_t last_graph_after_loss_bytes() const;
 };
 
 /// Checks every invariant (non-negative numbers, finite times, saved >= output,
