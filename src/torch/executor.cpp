@@ -61,8 +61,19 @@ void synchronize_if_cuda(const TensorList& tensors) {
 struct Executor::State {
   struct Graph {
     TensorList inputs;   // what the stage read (boundary tensors, or the real inputs for stage 0)
-    TensorList outputs;  // a_{i+1} with its autograd history
+    TensorList outputs;  // a_{i+1} with its autograd history; empty once dropped
     std::shared_ptr<TensorList> input_gradients;
+    // The last stage's graph, once the loss has read a_L, keeps only where d_L enters it:
+    // its backward needs no more, and plain autograd frees the model output (the logits)
+    // just as early. What the backward saved of the outputs stays with the graph.
+    bool outputs_dropped = false;
+    torch::autograd::edge_list output_edges;
+
+    void drop_outputs() {
+      output_edges = detail::output_edges(outputs);
+      outputs.clear();
+      outputs_dropped = true;
+    }
   };
 
   int length = 0;
@@ -77,8 +88,9 @@ struct Executor::State {
   std::vector<std::vector<detail::TensorSignature>> signatures;
   std::vector<std::optional<detail::RngSnapshot>> rng;  // before each stage's first forward
 
+  bool graph_holds_output(int i) const { return i > 0 && graphs[i - 1] && !graphs[i - 1]->outputs_dropped; }
   const TensorList& activation(int i) const {
-    if (i > 0 && graphs[i - 1]) return graphs[i - 1]->outputs;
+    if (graph_holds_output(i)) return graphs[i - 1]->outputs;
     return *stored[i];
   }
 };
@@ -123,7 +135,7 @@ Executor::State& Executor::state() const {
 bool Executor::available(int activation) const {
   const State& s = state();
   if (activation < 0 || activation > s.length) return false;
-  return activation == 0 || s.stored[activation].has_value() || s.graphs[activation - 1].has_value();
+  return activation == 0 || s.stored[activation].has_value() || s.graph_holds_output(activation);
 }
 
 bool Executor::stored(int activation) const {
@@ -168,6 +180,10 @@ void Executor::shrink_graph(int stage) {
   State& s = state();
   if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
     throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) + ": it is not alive");
+  }
+  if (s.graphs[stage]->outputs_dropped) {
+    throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) +
+                        ": its outputs were dropped after the loss; evict the whole graph instead");
   }
   // Detached, the output no longer holds the stage's autograd history, so dropping the
   // graph frees every saved tensor except the output's own storage.
@@ -391,6 +407,8 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
     needs.clear();
     for (const torch::Tensor& output : outputs) needs.push_back(output.defined() && output.requires_grad());
     graph->outputs = std::move(outputs);
+    // Rebuilt after the Loss, the last graph needs its outputs no more than before.
+    if (stage == s.length - 1 && s.gradients[s.length]) graph->drop_outputs();
     s.graphs[stage] = std::move(graph);
     s.stored[stage + 1].reset();  // the output inside the graph replaces a stored copy
   } else {
@@ -402,16 +420,18 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
 void Executor::run_loss(int op_index) {
   State& s = state();
   const int length = s.length;
-  const TensorList& outputs = s.activation(length);
+  const size_t output_count = s.activation(length).size();
   auto gradients = std::make_shared<TensorList>();
   torch::Tensor loss;
   {
     MemoryScope scope(MemoryCategory::Activations);
     auto boundary = std::make_shared<detail::GradientSink>(gradients);
-    const TensorList local = detail::make_boundary(outputs, s.needs_grad[length], *boundary);
+    const TensorList local = detail::make_boundary(s.activation(length), s.needs_grad[length], *boundary);
     torch::AutoGradMode enable_grad(true);
     loss = loss_(local, s.batch->targets);
   }
+  // Before the loss's backward, as plain autograd: what the loss saved of a_L stays.
+  if (s.graphs[length - 1]) s.graphs[length - 1]->drop_outputs();
   if (!loss.defined() || loss.numel() != 1) {
     throw RuntimeError("op " + std::to_string(op_index) +
                        " (L): the loss function must return a scalar tensor");
@@ -428,7 +448,7 @@ void Executor::run_loss(int op_index) {
     torch::autograd::backward({loss});
   }
   loss = torch::Tensor();
-  gradients->resize(outputs.size());
+  gradients->resize(output_count);
   s.gradients[length] = std::move(*gradients);
 }
 
@@ -455,7 +475,11 @@ void Executor::run_backward(int stage, int op_index) {
 
   {
     MemoryScope scope(MemoryCategory::Gradients);
-    detail::run_stage_backward(graph.outputs, incoming);
+    if (graph.outputs_dropped) {
+      detail::run_stage_backward(graph.output_edges, incoming);
+    } else {
+      detail::run_stage_backward(graph.outputs, incoming);
+    }
   }
   if (stage > 0) {
     TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};

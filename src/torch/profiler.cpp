@@ -71,6 +71,8 @@ class MemoryProbe {
 struct StageGraph {
   TensorList inputs;
   TensorList outputs;
+  // Set once the outputs are dropped (the last stage after the loss, as in the Executor).
+  std::optional<torch::autograd::edge_list> output_edges;
 };
 
 // Detached copies share the storage of `inputs`, so they cost no bytes; a copy is a
@@ -111,7 +113,11 @@ TensorList forward_no_grad(Chain& chain, int stage, const TensorList& inputs) {
 // before the engine starts), parameter gradients accumulate, and d_i is taken from the
 // input leaves. Consumes `graph` and `incoming`.
 TensorList backward_stage(StageGraph& graph, TensorList incoming) {
-  detail::run_stage_backward(graph.outputs, incoming);
+  if (graph.output_edges) {
+    detail::run_stage_backward(*graph.output_edges, incoming);
+  } else {
+    detail::run_stage_backward(graph.outputs, incoming);
+  }
   TensorList input_gradients;
   input_gradients.reserve(graph.inputs.size());
   for (torch::Tensor& input : graph.inputs) {
@@ -507,40 +513,52 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     loss_s = median(times);
   }
 
-  // Loss: its forward and backward are transients inside the Loss op; what stays is d_L.
+  // Loss, as the Executor runs it: the loss reads a_L through a boundary that collects d_L,
+  // graph L-1 then drops its outputs (what they free is output_droppable_bytes), and the
+  // loss's backward runs; its transients above d_L are loss_temp_bytes.
   TensorList incoming;
-  int64_t loss_temp_bytes = 0;
   {
     MemoryPhase phase("loss");
-    TensorList outputs = local_inputs(activations[length]);
     activations[length].clear();
+    StageGraph& last = graphs[length - 1];
+    const size_t output_count = last.outputs.size();
+    const int64_t before = probe.live();
     probe.reset_peak();
+    auto gradients = std::make_shared<TensorList>();
+    torch::Tensor value;
     {
       MemoryScope scope(MemoryCategory::Activations);
+      auto sink = std::make_shared<detail::GradientSink>(gradients);
+      // Only outputs with history take a gradient, as in the Executor's boundary.
+      std::vector<char> needs_grad;
+      for (const torch::Tensor& output : last.outputs)
+        needs_grad.push_back(output.defined() && output.requires_grad());
+      const TensorList local = detail::make_boundary(last.outputs, needs_grad, *sink);
       torch::AutoGradMode enable_grad(true);
-      torch::Tensor value = loss(outputs, batch.targets);
-      if (!value.defined() || value.numel() != 1) {
-        throw RuntimeError("profile_chain: the loss function must return a scalar tensor");
-      }
-      if (!value.requires_grad()) {
-        throw RuntimeError(
-            "profile_chain: the loss does not require grad; the chain has no trainable parameter on the path "
-            "to "
-            "the loss (check requires_grad of the parameters)");
-      }
-      MemoryScope gradients_scope(MemoryCategory::Gradients);
+      value = loss(local, batch.targets);
+    }
+    if (!value.defined() || value.numel() != 1) {
+      throw RuntimeError("profile_chain: the loss function must return a scalar tensor");
+    }
+    if (!value.requires_grad()) {
+      throw RuntimeError(
+          "profile_chain: the loss does not require grad; the chain has no trainable parameter on the path "
+          "to the loss (check requires_grad of the parameters)");
+    }
+    const int64_t with_outputs = probe.live();
+    last.output_edges = detail::output_edges(last.outputs);
+    last.outputs.clear();
+    StageProfile& last_stage = profile.stages[length - 1];
+    last_stage.output_droppable_bytes =
+        std::clamp<int64_t>(with_outputs - probe.live(), 0, last_stage.output_bytes);
+    {
+      MemoryScope scope(MemoryCategory::Gradients);
       torch::autograd::backward({value});
     }
-    for (torch::Tensor& output : outputs) {
-      torch::Tensor gradient;
-      if (output.defined() && output.requires_grad()) {
-        gradient = output.grad();
-        output.mutable_grad().reset();
-      }
-      incoming.push_back(std::move(gradient));
-    }
-    outputs.clear();
-    loss_temp_bytes = std::max<int64_t>(probe.peak() - probe.live(), 0);
+    value = torch::Tensor();
+    incoming = std::move(*gradients);
+    incoming.resize(output_count);
+    profile.loss_temp_bytes = std::max<int64_t>(probe.peak() - before - last_stage.output_bytes, 0);
   }
 
   // Backward: Backward(L-1) .. Backward(0) on the graphs kept above.
@@ -580,10 +598,6 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     stage.backward_temp_bytes = std::max<int64_t>(excess_bytes, 0);
     stage.backward_released_bytes =
         std::min(std::max<int64_t>(-excess_bytes, 0), stage.saved_bytes + stage.output_bytes);
-    if (i == length - 1 && loss_temp_bytes - input_gradient_bytes > stage.backward_temp_bytes) {
-      stage.backward_temp_bytes = loss_temp_bytes - input_gradient_bytes;
-      stage.backward_released_bytes = 0;
-    }
     incoming = std::move(produced);
   }
   incoming.clear();

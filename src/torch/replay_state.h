@@ -236,21 +236,40 @@ struct TensorSignature {
 // backward needs, so the engine frees outputs and d_{i+1} as soon as it is done with them
 // (the Executor's measured peak and the Profiler's backward_temp_bytes rely on it).
 // Parameter gradients accumulate as in plain autograd.
-inline void run_stage_backward(std::vector<torch::Tensor>& outputs, std::vector<torch::Tensor>& incoming) {
+inline void run_stage_backward(torch::autograd::edge_list& output_edges,
+                               std::vector<torch::Tensor>& incoming) {
   torch::autograd::edge_list roots;
   torch::autograd::variable_list root_gradients;
-  for (size_t k = 0; k < outputs.size() && k < incoming.size(); ++k) {
-    const torch::Tensor& output = outputs[k];
-    if (!output.defined() || !output.requires_grad() || !incoming[k].defined()) continue;
-    roots.push_back(torch::autograd::impl::gradient_edge(output));
+  for (size_t k = 0; k < output_edges.size() && k < incoming.size(); ++k) {
+    if (!output_edges[k].is_valid() || !incoming[k].defined()) continue;
+    roots.push_back(std::move(output_edges[k]));
     root_gradients.push_back(std::move(incoming[k]));
   }
-  outputs.clear();
+  output_edges.clear();
   incoming.clear();
   if (!roots.empty()) {
     torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
                                                           /*create_graph=*/false, /*accumulate_grad=*/true);
   }
+}
+
+// Where the gradients of `outputs` enter their graph; an invalid edge for an output
+// without history. The edges keep the graph (and what it saved) alive without the
+// outputs' own storage: what a graph needs once nothing reads its outputs any more.
+inline torch::autograd::edge_list output_edges(const std::vector<torch::Tensor>& outputs) {
+  torch::autograd::edge_list edges;
+  edges.reserve(outputs.size());
+  for (const torch::Tensor& output : outputs) {
+    edges.push_back(output.defined() && output.requires_grad() ? torch::autograd::impl::gradient_edge(output)
+                                                               : torch::autograd::Edge());
+  }
+  return edges;
+}
+
+inline void run_stage_backward(std::vector<torch::Tensor>& outputs, std::vector<torch::Tensor>& incoming) {
+  torch::autograd::edge_list edges = output_edges(outputs);
+  outputs.clear();
+  run_stage_backward(edges, incoming);
 }
 
 }  // namespace memento::detail

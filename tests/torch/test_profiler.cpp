@@ -216,6 +216,88 @@ TEST(Profiler, SimulationPredictsExecutorPeaks) {
   }
 }
 
+// A classifier head: relu blocks, then a Linear whose output (the logits) its backward does
+// not read, under a cross-entropy loss whose log-softmax is as large as the logits.
+std::shared_ptr<Chain> classifier_chain(int64_t width, int64_t classes, bool relu_head) {
+  auto chain = std::make_shared<Chain>();
+  chain->add_stage("block0", "mlp", linear_relu(width, width));
+  chain->add_stage("block1", "mlp", linear_relu(width, width));
+  if (relu_head) {
+    chain->add_stage("head", "head", linear_relu(width, classes));
+  } else {
+    torch::nn::Linear head(width, classes);
+    chain->add_stage(
+        "head", "head",
+        std::make_shared<LambdaStage>(
+            [head](const TensorList& in) mutable -> TensorList { return {head->forward(in[0])}; },
+            head.ptr()));
+  }
+  return chain;
+}
+
+LossFunction cross_entropy_loss() {
+  return [](const TensorList& outputs, const TensorList& targets) {
+    return torch::nn::functional::cross_entropy(outputs[0], targets[0]);
+  };
+}
+
+TEST(Profiler, LinearHeadDropsItsLogitsAfterTheLoss) {
+  MemoryTracker::instance();
+  torch::manual_seed(7);
+  constexpr int64_t kBatch = 256;
+  constexpr int64_t kWidth = 256;
+  constexpr int64_t kClasses = 2048;  // logits of 2 MiB
+  const Batch batch{{torch::randn({kBatch, kWidth})}, {torch::randint(kClasses, {kBatch})}};
+  const int64_t logits_bytes = kBatch * kClasses * 4;
+
+  auto relu_chain = classifier_chain(kWidth, kClasses, /*relu_head=*/true);
+  const ChainProfile relu_profile =
+      profile_chain(*relu_chain, batch, cross_entropy_loss(), ProfilerOptions().timed_runs(1));
+  // relu's backward reads its output: nothing to drop.
+  EXPECT_EQ(relu_profile.stages.back().output_droppable_bytes, 0);
+
+  auto chain = classifier_chain(kWidth, kClasses, /*relu_head=*/false);
+  const ChainProfile profile =
+      profile_chain(*chain, batch, cross_entropy_loss(), ProfilerOptions().timed_runs(1));
+  EXPECT_EQ(profile.stages.back().output_bytes, logits_bytes);
+  EXPECT_EQ(profile.stages.back().output_droppable_bytes, logits_bytes);
+  // log-softmax's output stays until the loss's backward has used it.
+  EXPECT_GE(profile.loss_temp_bytes, logits_bytes);
+  set_grads_to_zero(*chain);
+
+  // The executor's peaks follow simulate(), with the head kept (its logits dropped after
+  // the loss) and with the head checkpointed (a stored copy of the logits at the Loss).
+  const int length = profile.length();
+  const Schedule checkpointed_head = {Op::forward_with_graph(0),
+                                      Op::forward_with_graph(1),
+                                      Op::forward_checkpoint(2),
+                                      Op::loss(),
+                                      Op::free(3),
+                                      Op::forward_with_graph(2),
+                                      Op::backward(2),
+                                      Op::backward(1),
+                                      Op::backward(0)};
+  for (const Schedule& schedule : {store_all_schedule(length), checkpointed_head}) {
+    const SimulationResult simulated = simulate(profile, schedule);
+    const int64_t predicted = simulated.peak_bytes - profile.fixed_bytes;
+    Executor executor(chain, cross_entropy_loss());
+    const StepResult result = executor.step(schedule, batch);
+    const int64_t measured = result.peak_bytes - result.start_bytes;
+    EXPECT_LE(measured, predicted + 4096) << to_string(schedule);
+    EXPECT_NEAR(static_cast<double>(measured), static_cast<double>(predicted),
+                0.02 * static_cast<double>(predicted))
+        << to_string(schedule) << ": measured " << measured << " bytes, simulate predicted " << predicted;
+    EXPECT_EQ(result.end_bytes, result.start_bytes) << to_string(schedule);
+  }
+
+  // Store-all holds no more than plain autograd, which frees the logits once log-softmax
+  // has read them.
+  Executor executor(chain, cross_entropy_loss());
+  const StepResult store_all = executor.step(store_all_schedule(length), batch);
+  const int64_t plain = measured_plain_step_bytes(*chain, cross_entropy_loss(), batch);
+  EXPECT_LE(store_all.peak_bytes - store_all.start_bytes, plain + 64 * 1024);
+}
+
 TEST(Profiler, MultiTensorStagesCountSharedStoragesOnce) {
   MemoryTracker::instance();
   torch::manual_seed(6);
