@@ -65,7 +65,7 @@ Solution solve_reference(const DiscreteChain& chain);
 /// Fast solver, same optimum as solve_reference (to floating-point rounding). Computes
 /// each (a, b) row only over [min peak, store-all peak), relaxes ranges of slots at once,
 /// skips (split point, block of 16 slots) pairs whose lower bound from coarse per-block
-/// samples cannot beat the row's best, fills the table by tiles of 8 x 8 cells (the split
+/// samples cannot beat the row's best, fills the table by tiles of 16 x 16 cells (the split
 /// points between a tile's rows and columns relaxed for the whole tile at once), and runs
 /// column blocks on `threads` threads in a pipeline (0: the machine's cores, at most 8).
 ///
