@@ -200,10 +200,9 @@ void DtrChainState::on_op(const Op& op, double now_s) {
       break;
     case OpKind::Loss: {
       pool_.access(activation_id(length_), now_s);
-      const int64_t graph_before = graph_[length_ - 1] ? graph_bytes(length_ - 1) : 0;
       set_gradient(length_, true);
       // As in simulate(): graph L-1 drops its outputs once the loss has read them.
-      if (graph_[length_ - 1]) live_bytes_ += graph_bytes(length_ - 1) - graph_before;
+      if (graph_[length_ - 1]) live_bytes_ -= profile_.stages.back().output_droppable_bytes;
       break;
     }
     case OpKind::Backward:

@@ -67,9 +67,8 @@ class ChainState {
         // the op, after the loss's forward, so its transients may meet them freed already.
         peak = before + profile_.activation_bytes(length_) + profile_.loss_temp_bytes +
                (stored_[length_] ? profile_.stages.back().output_droppable_bytes : 0);
-        const int64_t graph_before = graph_[length_ - 1] ? graph_bytes(length_ - 1) : 0;
         set_gradient(length_, true);
-        if (graph_[length_ - 1]) live_bytes_ += graph_bytes(length_ - 1) - graph_before;
+        if (graph_[length_ - 1]) live_bytes_ -= profile_.stages.back().output_droppable_bytes;
         break;
       }
       case OpKind::Backward: {

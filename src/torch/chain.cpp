@@ -10,7 +10,9 @@ LambdaStage::LambdaStage(Function function, std::shared_ptr<torch::nn::Module> o
   if (owner) register_module("owner", owner);
 }
 
-TensorList LambdaStage::forward(const TensorList& inputs) { return function_(inputs); }
+TensorList LambdaStage::forward(const TensorList& inputs) {
+  return function_(inputs);
+}
 
 void Chain::add_stage(const std::string& name, const std::string& kind, std::shared_ptr<StageModule> stage) {
   if (!stage) throw InvalidArgument("stage \"" + name + "\" is null");
@@ -38,9 +40,15 @@ std::shared_ptr<Chain> Chain::from_sequential(torch::nn::Sequential sequential) 
   return chain;
 }
 
-const std::string& Chain::stage_name(int index) const { return stages_.at(index).name; }
-const std::string& Chain::stage_kind(int index) const { return stages_.at(index).kind; }
-StageModule& Chain::stage(int index) const { return *stages_.at(index).module; }
+const std::string& Chain::stage_name(int index) const {
+  return stages_.at(index).name;
+}
+const std::string& Chain::stage_kind(int index) const {
+  return stages_.at(index).kind;
+}
+StageModule& Chain::stage(int index) const {
+  return *stages_.at(index).module;
+}
 
 TensorList Chain::forward_stage(int index, const TensorList& inputs) const {
   if (index < 0 || index >= length()) {

@@ -60,20 +60,13 @@ void synchronize_if_cuda(const TensorList& tensors) {
 // Everything one step holds, indexed as in schedule.h.
 struct Executor::State {
   struct Graph {
-    TensorList inputs;   // what the stage read (boundary tensors, or the real inputs for stage 0)
-    TensorList outputs;  // a_{i+1} with its autograd history; empty once dropped
+    TensorList inputs;  // what the stage read (boundary tensors, or the real inputs for stage 0)
+    // a_{i+1} with its autograd history. The last stage's graph, once the loss has read
+    // a_L, keeps only where d_L enters it (outputs.drop()): its backward needs no more, and
+    // plain autograd frees the model output (the logits) just as early. What the backward
+    // saved of the outputs stays with the graph.
+    detail::GraphOutputs outputs;
     std::shared_ptr<TensorList> input_gradients;
-    // The last stage's graph, once the loss has read a_L, keeps only where d_L enters it:
-    // its backward needs no more, and plain autograd frees the model output (the logits)
-    // just as early. What the backward saved of the outputs stays with the graph.
-    bool outputs_dropped = false;
-    torch::autograd::edge_list output_edges;
-
-    void drop_outputs() {
-      output_edges = detail::output_edges(outputs);
-      outputs.clear();
-      outputs_dropped = true;
-    }
   };
 
   int length = 0;
@@ -88,9 +81,9 @@ struct Executor::State {
   std::vector<std::vector<detail::TensorSignature>> signatures;
   std::vector<std::optional<detail::RngSnapshot>> rng;  // before each stage's first forward
 
-  bool graph_holds_output(int i) const { return i > 0 && graphs[i - 1] && !graphs[i - 1]->outputs_dropped; }
+  bool graph_holds_output(int i) const { return i > 0 && graphs[i - 1] && !graphs[i - 1]->outputs.dropped(); }
   const TensorList& activation(int i) const {
-    if (graph_holds_output(i)) return graphs[i - 1]->outputs;
+    if (graph_holds_output(i)) return graphs[i - 1]->outputs.tensors;
     return *stored[i];
   }
 };
@@ -181,13 +174,13 @@ void Executor::shrink_graph(int stage) {
   if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
     throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) + ": it is not alive");
   }
-  if (s.graphs[stage]->outputs_dropped) {
+  if (s.graphs[stage]->outputs.dropped()) {
     throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) +
                         ": its outputs were dropped after the loss; evict the whole graph instead");
   }
   // Detached, the output no longer holds the stage's autograd history, so dropping the
   // graph frees every saved tensor except the output's own storage.
-  TensorList outputs = detail::detach_all(s.graphs[stage]->outputs);
+  TensorList outputs = detail::detach_all(s.graphs[stage]->outputs.tensors);
   s.graphs[stage].reset();
   s.stored[stage + 1] = std::move(outputs);
 }
@@ -406,9 +399,9 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
     std::vector<char>& needs = s.needs_grad[stage + 1];
     needs.clear();
     for (const torch::Tensor& output : outputs) needs.push_back(output.defined() && output.requires_grad());
-    graph->outputs = std::move(outputs);
+    graph->outputs.tensors = std::move(outputs);
     // Rebuilt after the Loss, the last graph needs its outputs no more than before.
-    if (stage == s.length - 1 && s.gradients[s.length]) graph->drop_outputs();
+    if (stage == s.length - 1 && s.gradients[s.length]) graph->outputs.drop();
     s.graphs[stage] = std::move(graph);
     s.stored[stage + 1].reset();  // the output inside the graph replaces a stored copy
   } else {
@@ -431,7 +424,7 @@ void Executor::run_loss(int op_index) {
     loss = loss_(local, s.batch->targets);
   }
   // Before the loss's backward, as plain autograd: what the loss saved of a_L stays.
-  if (s.graphs[length - 1]) s.graphs[length - 1]->drop_outputs();
+  if (s.graphs[length - 1]) s.graphs[length - 1]->outputs.drop();
   if (!loss.defined() || loss.numel() != 1) {
     throw RuntimeError("op " + std::to_string(op_index) +
                        " (L): the loss function must return a scalar tensor");
@@ -475,11 +468,7 @@ void Executor::run_backward(int stage, int op_index) {
 
   {
     MemoryScope scope(MemoryCategory::Gradients);
-    if (graph.outputs_dropped) {
-      detail::run_stage_backward(graph.output_edges, incoming);
-    } else {
-      detail::run_stage_backward(graph.outputs, incoming);
-    }
+    graph.outputs.run_backward(incoming);
   }
   if (stage > 0) {
     TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};

@@ -70,9 +70,7 @@ class MemoryProbe {
 // inputs (leaves that collect d_i) and its outputs, whose history holds what was saved.
 struct StageGraph {
   TensorList inputs;
-  TensorList outputs;
-  // Set once the outputs are dropped (the last stage after the loss, as in the Executor).
-  std::optional<torch::autograd::edge_list> output_edges;
+  detail::GraphOutputs outputs;  // dropped for the last stage after the loss, as in the Executor
 };
 
 // Detached copies share the storage of `inputs`, so they cost no bytes; a copy is a
@@ -96,7 +94,7 @@ StageGraph forward_with_graph(Chain& chain, int stage, const TensorList& inputs)
   StageGraph graph;
   graph.inputs = local_inputs(inputs);
   torch::AutoGradMode enable_grad(true);
-  graph.outputs = chain.forward_stage(stage, graph.inputs);
+  graph.outputs.tensors = chain.forward_stage(stage, graph.inputs);
   return graph;
 }
 
@@ -113,11 +111,7 @@ TensorList forward_no_grad(Chain& chain, int stage, const TensorList& inputs) {
 // before the engine starts), parameter gradients accumulate, and d_i is taken from the
 // input leaves. Consumes `graph` and `incoming`.
 TensorList backward_stage(StageGraph& graph, TensorList incoming) {
-  if (graph.output_edges) {
-    detail::run_stage_backward(*graph.output_edges, incoming);
-  } else {
-    detail::run_stage_backward(graph.outputs, incoming);
-  }
+  graph.outputs.run_backward(incoming);
   TensorList input_gradients;
   input_gradients.reserve(graph.inputs.size());
   for (torch::Tensor& input : graph.inputs) {
@@ -484,11 +478,11 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     graphs[i] = forward_with_graph(chain, i, activations[i]);
     const int64_t after = probe.live();
     const int64_t peak = probe.peak();
-    stage.output_bytes = tensor_bytes(graphs[i].outputs);
+    stage.output_bytes = tensor_bytes(graphs[i].outputs.tensors);
     stage.saved_bytes = std::max(after - before, stage.output_bytes);
     stage.forward_temp_bytes = std::max<int64_t>(peak - after, 0);
     stage.forward_no_grad_temp_bytes = std::max<int64_t>(no_grad_temp_bytes, 0);
-    activations[i + 1] = graphs[i].outputs;
+    activations[i + 1] = graphs[i].outputs.tensors;
   }
 
   // The simulator gives the Loss op no time of its own: its forward and backward are
@@ -521,7 +515,7 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     MemoryPhase phase("loss");
     activations[length].clear();
     StageGraph& last = graphs[length - 1];
-    const size_t output_count = last.outputs.size();
+    const size_t output_count = last.outputs.tensors.size();
     const int64_t before = probe.live();
     probe.reset_peak();
     auto gradients = std::make_shared<TensorList>();
@@ -531,9 +525,9 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
       auto sink = std::make_shared<detail::GradientSink>(gradients);
       // Only outputs with history take a gradient, as in the Executor's boundary.
       std::vector<char> needs_grad;
-      for (const torch::Tensor& output : last.outputs)
+      for (const torch::Tensor& output : last.outputs.tensors)
         needs_grad.push_back(output.defined() && output.requires_grad());
-      const TensorList local = detail::make_boundary(last.outputs, needs_grad, *sink);
+      const TensorList local = detail::make_boundary(last.outputs.tensors, needs_grad, *sink);
       torch::AutoGradMode enable_grad(true);
       value = loss(local, batch.targets);
     }
@@ -546,8 +540,7 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
           "to the loss (check requires_grad of the parameters)");
     }
     const int64_t with_outputs = probe.live();
-    last.output_edges = detail::output_edges(last.outputs);
-    last.outputs.clear();
+    last.outputs.drop();
     StageProfile& last_stage = profile.stages[length - 1];
     last_stage.output_droppable_bytes =
         std::clamp<int64_t>(with_outputs - probe.live(), 0, last_stage.output_bytes);

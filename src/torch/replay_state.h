@@ -4,6 +4,7 @@
 // be applied twice (BatchNorm running statistics).
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -271,5 +272,26 @@ inline void run_stage_backward(std::vector<torch::Tensor>& outputs, std::vector<
   outputs.clear();
   run_stage_backward(edges, incoming);
 }
+
+// A graph's outputs, or, once dropped, only their gradient edges (the last stage after the
+// loss: the Executor and the profiler keep it this way).
+struct GraphOutputs {
+  std::vector<torch::Tensor> tensors;  // empty once dropped
+  std::optional<torch::autograd::edge_list> dropped_edges;
+
+  bool dropped() const { return dropped_edges.has_value(); }
+  void drop() {
+    dropped_edges = output_edges(tensors);
+    tensors.clear();
+  }
+  // run_stage_backward on whichever of the two the graph holds; consumes both.
+  void run_backward(std::vector<torch::Tensor>& incoming) {
+    if (dropped_edges) {
+      run_stage_backward(*dropped_edges, incoming);
+    } else {
+      run_stage_backward(tensors, incoming);
+    }
+  }
+};
 
 }  // namespace memento::detail
