@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -163,6 +164,14 @@ MinPeakTable min_peak_table(const Costs& costs) {
   table.peak.resize(cell_count(stages));
   table.time_s.resize(cell_count(stages));
   table.choice.resize(cell_count(stages));
+  // The same peaks and times by rows (a, a..L): the split points read a cell's left
+  // sub-cells (a, j - 1) along its row, which the packed columns scatter.
+  std::vector<int64_t> row_peak(static_cast<size_t>(stages) * stages);
+  std::vector<double> row_time(static_cast<size_t>(stages) * stages);
+  auto record = [&](int a, int b, int64_t cell) {
+    row_peak[static_cast<size_t>(a) * stages + b] = table.peak[cell];
+    row_time[static_cast<size_t>(a) * stages + b] = table.time_s[cell];
+  };
   for (int span = 1; span <= stages; ++span) {
     for (int a = 0; a + span <= stages; ++a) {
       const int b = a + span - 1;
@@ -171,6 +180,7 @@ MinPeakTable min_peak_table(const Costs& costs) {
         table.peak[cell] = costs.leaf_peak(a);
         table.time_s[cell] = costs.forward_backward_s(a);
         table.choice[cell] = a;
+        record(a, b, cell);
         continue;
       }
       const int64_t below = cell_index(a + 1, b);
@@ -180,14 +190,15 @@ MinPeakTable min_peak_table(const Costs& costs) {
       int best_choice = a;
       int64_t chain_peak = 0;
       double forward_s = 0;
+      const int64_t* left_peak = row_peak.data() + static_cast<int64_t>(a) * stages;
+      const double* left_time = row_time.data() + static_cast<int64_t>(a) * stages;
       for (int j = a + 1; j <= b; ++j) {
         chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
         forward_s += costs.forward_s(j - 1);
         const int64_t right = cell_index(j, b);
-        const int64_t left = cell_index(a, j - 1);
         const int64_t peak =
-            std::max({chain_peak, costs.checkpoint_hold(j) + table.peak[right], table.peak[left]});
-        const double time_s = forward_s + table.time_s[right] + table.time_s[left];
+            std::max({chain_peak, costs.checkpoint_hold(j) + table.peak[right], left_peak[j - 1]});
+        const double time_s = forward_s + table.time_s[right] + left_time[j - 1];
         if (peak < best_peak || (peak == best_peak && time_s < best_time)) {
           best_peak = peak;
           best_time = time_s;
@@ -197,6 +208,7 @@ MinPeakTable min_peak_table(const Costs& costs) {
       table.peak[cell] = best_peak;
       table.time_s[cell] = best_time;
       table.choice[cell] = best_choice;
+      record(a, b, cell);
     }
   }
   return table;
@@ -214,20 +226,36 @@ inline int64_t block_end(int64_t k) {
   return (k << kBlockShift) + ((int64_t{1} << kBlockShift) - 1);
 }
 
+// The solver's tables are left uninitialized: at 1000 stages the rows take 1.7 GB, and
+// std::vector's zero fill was a serial pass over all of it (each page's first touch a
+// fault) before the fill could start. Every slot is written before it is read; the pages
+// are first touched by the threads that fill them.
+using DoubleTable = std::unique_ptr<double[]>;
+inline DoubleTable allocate_table(int64_t count) {
+  return DoubleTable(new double[static_cast<size_t>(std::max<int64_t>(count, 1))]);
+}
+
 struct Rows {
   int64_t capacity = 0;
   std::vector<int64_t> lo, hi, store_all_peak, offset;
   std::vector<double> tail;
-  std::vector<double> values;
+  DoubleTable values;
   // coarse[cell * coarse_blocks + k] = get(cell, block_end(k)) for every block k of
   // [0, capacity]: a lower bound of get(cell, m) for m <= block_end(k).
   int64_t coarse_blocks = 0;
-  std::vector<double> coarse;
+  DoubleTable coarse;
   // lo, hi, offset and tail again, one cell per 32 bytes: the fill reads them for
   // scattered cells (every split point's two sub-cells), one cache line instead of four.
+  // lo is clamped to capacity + 1 (an empty row stays empty) to fit 32 bits.
+  // `top_value` is the row at capacity - checkpoint_hold(a) for a cell (a, b): what a
+  // full-width row (hi = capacity + 1) that checkpoints at a reads at its last slot. The
+  // far phase's bound on a row's last block needs exactly that value, and reading it from
+  // the row itself was a cache miss per option.
   struct Meta {
-    int64_t lo = 0, hi = 0, offset = 0;
+    int32_t lo = 0, hi = 0;
+    int64_t offset = 0;
     double tail = 0;
+    double top_value = kInfinity;
   };
   std::vector<Meta> meta;
 
@@ -236,7 +264,7 @@ struct Rows {
     if (m >= hi[cell]) return tail[cell];
     return values[offset[cell] + (m - lo[cell])];
   }
-  const double* coarse_row(int64_t cell) const { return coarse.data() + cell * coarse_blocks; }
+  const double* coarse_row(int64_t cell) const { return coarse.get() + cell * coarse_blocks; }
 };
 
 // One addend of an option's time as a function of m: a sub-cell's row shifted by the
@@ -251,7 +279,7 @@ struct Term {
 Term make_term(const Rows& rows, int64_t cell, int64_t shift) {
   const Rows::Meta& meta = rows.meta[cell];
   Term term;
-  term.row = rows.values.data() + meta.offset;
+  term.row = rows.values.get() + meta.offset;
   term.row_lo = meta.lo + shift;
   term.row_hi = meta.hi + shift;
   term.tail = meta.tail;
@@ -349,6 +377,16 @@ struct Scratch {
   std::vector<int64_t> leader;
 };
 
+// Once a row is final: its coarse samples and its value at the top slot a checkpoint at
+// its first stage reads (Rows::Meta::top_value).
+void finish_row(const Costs& costs, Rows& rows, int a, int64_t cell) {
+  double* coarse = rows.coarse.get() + cell * rows.coarse_blocks;
+  for (int64_t block = 0; block < rows.coarse_blocks; ++block)
+    coarse[block] = rows.get(cell, block_end(block));
+  const int64_t top = rows.capacity - costs.checkpoint_hold(a);
+  rows.meta[cell].top_value = top >= 0 ? rows.get(cell, top) : kInfinity;
+}
+
 // Block pruning. Every option's value is non-increasing in m, so on a block of slots it
 // is at least its value at the block's last slot, and at least the same expression on
 // the sub-rows' coarse samples (taken at block ends, further right). The row's running
@@ -364,13 +402,11 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch, bo
   const int64_t cell = cell_index(a, b);
   const int64_t lo = rows.lo[cell];
   const int64_t hi = rows.hi[cell];
-  double* coarse = rows.coarse.data() + cell * rows.coarse_blocks;
   if (lo >= hi) {
-    for (int64_t block = 0; block < rows.coarse_blocks; ++block)
-      coarse[block] = rows.get(cell, block_end(block));
+    finish_row(costs, rows, a, cell);
     return;
   }
-  double* best = rows.values.data() + rows.offset[cell];
+  double* best = rows.values.get() + rows.offset[cell];
   if (reset) std::fill(best, best + (hi - lo), kInfinity);
 
   const int64_t below = cell_index(a + 1, b);
@@ -465,8 +501,7 @@ void fill_row(const Costs& costs, Rows& rows, int a, int b, Scratch& scratch, bo
     }
   }
 
-  for (int64_t block = 0; block < rows.coarse_blocks; ++block)
-    coarse[block] = rows.get(cell, block_end(block));
+  finish_row(costs, rows, a, cell);
 }
 
 // Per-thread buffers of relax_far_splits, reused from tile to tile.
@@ -478,6 +513,7 @@ struct TileScratch {
     double* block_best = nullptr;  // best at the first slot of each block (absolute index)
     double tail = 0;
     int64_t chain_peak = 0;
+    int64_t live_blocks_end = 0;  // blocks from here on cannot be lowered by later options
     bool alive = true;
   };
   std::vector<Cell> cells;
@@ -563,9 +599,10 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       c.lo = rows.lo[c.cell];
       c.hi = rows.hi[c.cell];
       if (c.lo >= c.hi) continue;
-      c.best = rows.values.data() + rows.offset[c.cell];
+      c.best = rows.values.get() + rows.offset[c.cell];
       c.block_best = scratch.block_best.data() + stride * static_cast<int64_t>(cells.size());
       c.tail = rows.tail[c.cell];
+      c.live_blocks_end = ((c.hi - 1) >> kBlockShift) + 1;
       std::fill(c.best, c.best + (c.hi - c.lo), kInfinity);
       cells.push_back(c);
     }
@@ -591,10 +628,16 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       if (!c.alive) continue;
       c.chain_peak = std::max(c.chain_peak, costs.checkpoint_step_peak(c.a, j, c.b));
       const double forward_s = scratch.forward_s[c.a - a0];
-      // Every later option recomputes at least as much: once even the cheapest possible
+      // Every later option recomputes at least as much: where even the cheapest possible
       // value (the segment's store-all time plus this recomputation, less a margin far
-      // above the rounding of the sums) cannot beat the largest best, the cell is done.
-      if (c.chain_peak >= c.hi || !(forward_s + c.tail * (1 - 1e-9) < c.best[0])) {
+      // above the rounding of the sums) cannot beat a block's best, no later option can
+      // lower that block. The best is non-increasing, so those blocks are a suffix of the
+      // row, and once it is the whole row the cell is done.
+      const double floor_value = forward_s + c.tail * (1 - 1e-9);
+      const int64_t lo_block = c.lo >> kBlockShift;
+      while (c.live_blocks_end > lo_block && !(floor_value < c.block_best[c.live_blocks_end - 1]))
+        --c.live_blocks_end;
+      if (c.chain_peak >= c.hi || c.live_blocks_end == lo_block) {
         c.alive = false;
         continue;
       }
@@ -602,11 +645,14 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       const int64_t left_cell = cell_index(c.a, j - 1);
       const Rows::Meta& right_meta = rows.meta[right_cell];
       const Rows::Meta& left_meta = rows.meta[left_cell];
-      const int64_t start = std::max({c.chain_peak, shift + right_meta.lo, left_meta.lo, c.lo});
+      const int64_t start =
+          std::max({c.chain_peak, shift + right_meta.lo, static_cast<int64_t>(left_meta.lo), c.lo});
       if (start >= c.hi) continue;
       const double base = forward_s;
       const int64_t first = start >> kBlockShift;
-      const int64_t last = (c.hi - 1) >> kBlockShift;
+      const int64_t row_last = (c.hi - 1) >> kBlockShift;
+      const int64_t last = std::min(row_last, c.live_blocks_end - 1);
+      if (first > last) continue;
       const double* right =
           rows.coarse_row(right_cell) + ((int64_t{1 << kBlockShift} - 1 - shift) >> kBlockShift);
       const double* left = rows.coarse_row(left_cell);
@@ -617,11 +663,13 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       for (int64_t chunk = first; chunk <= last; chunk += 64) {
         const int64_t count = std::min<int64_t>(64, last + 1 - chunk);
         uint64_t mask = pass_mask(right + chunk, left + chunk, c.block_best + chunk, base, count);
-        if (chunk + count == last + 1) {
+        if (chunk + count == row_last + 1) {
           // The row's last block ends at hi - 1: its bound is taken there.
-          const double bound = (base + rows.get(right_cell, c.hi - 1 - shift)) + left[last];
+          const double right_last =
+              c.hi == rows.capacity + 1 ? right_meta.top_value : rows.get(right_cell, c.hi - 1 - shift);
+          const double bound = (base + right_last) + left[last];
           const uint64_t bit = uint64_t{1} << (last - chunk);
-          mask = bound < c.block_best[last] ? mask | bit : mask & ~bit;
+          mask = bound < c.block_best[last] ? mask | bit : mask & ~bit;  // last == row_last
         }
         while (mask != 0) {
           const int run_first = __builtin_ctzll(mask);
@@ -825,10 +873,15 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
   }
   rows.meta.resize(cells);
   for (int64_t cell = 0; cell < cells; ++cell)
-    rows.meta[cell] = {rows.lo[cell], rows.hi[cell], rows.offset[cell], rows.tail[cell]};
-  rows.values.resize(total);
+    rows.meta[cell] = {static_cast<int32_t>(std::min(rows.lo[cell], chain.capacity + 1)),
+                       static_cast<int32_t>(rows.hi[cell]), rows.offset[cell], rows.tail[cell], kInfinity};
+  rows.values = allocate_table(total);
   rows.coarse_blocks = (chain.capacity >> kBlockShift) + 1;
-  rows.coarse.resize(cells * rows.coarse_blocks + kMaskPad);  // see pass_mask
+  // Every cell writes its coarse row; the padding behind the last one is read by
+  // pass_mask's last vector (its bits are masked off) and must hold numbers.
+  rows.coarse = allocate_table(cells * rows.coarse_blocks + kMaskPad);
+  std::fill(rows.coarse.get() + cells * rows.coarse_blocks,
+            rows.coarse.get() + cells * rows.coarse_blocks + kMaskPad, kInfinity);
 
   const int workers = resolve_threads(threads);
   // Cells are filled by tiles of kTile x kTile: column blocks of kTile columns b, each by
