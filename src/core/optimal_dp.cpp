@@ -158,7 +158,29 @@ struct MinPeakTable {
   std::vector<int32_t> choice;
 };
 
-MinPeakTable min_peak_table(const Costs& costs) {
+// Every thread waits until all `count` threads have arrived; reusable.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int count) : count_(count) {}
+  void arrive_and_wait() {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (waiting_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_) {
+      waiting_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    while (generation_.load(std::memory_order_acquire) == generation) std::this_thread::yield();
+  }
+
+ private:
+  const int count_;
+  std::atomic<int> waiting_{0};
+  std::atomic<int> generation_{0};
+};
+
+// By spans (diagonals): the cells of one span read only shorter spans, so `threads`
+// threads share each span (every threads-th cell) and meet at a barrier before the next.
+MinPeakTable min_peak_table(const Costs& costs, int threads = 1) {
   const int stages = costs.length() + 1;
   MinPeakTable table;
   table.peak.resize(cell_count(stages));
@@ -172,45 +194,61 @@ MinPeakTable min_peak_table(const Costs& costs) {
     row_peak[static_cast<size_t>(a) * stages + b] = table.peak[cell];
     row_time[static_cast<size_t>(a) * stages + b] = table.time_s[cell];
   };
-  for (int span = 1; span <= stages; ++span) {
-    for (int a = 0; a + span <= stages; ++a) {
-      const int b = a + span - 1;
-      const int64_t cell = cell_index(a, b);
-      if (a == b) {
-        table.peak[cell] = costs.leaf_peak(a);
-        table.time_s[cell] = costs.forward_backward_s(a);
-        table.choice[cell] = a;
-        record(a, b, cell);
-        continue;
-      }
-      const int64_t below = cell_index(a + 1, b);
-      int64_t best_peak = std::max(
-          {costs.graph_forward_peak(a, b), costs.saved(a) + table.peak[below], costs.graph_backward_peak(a)});
-      double best_time = costs.forward_backward_s(a) + table.time_s[below];
-      int best_choice = a;
-      int64_t chain_peak = 0;
-      double forward_s = 0;
-      const int64_t* left_peak = row_peak.data() + static_cast<int64_t>(a) * stages;
-      const double* left_time = row_time.data() + static_cast<int64_t>(a) * stages;
-      for (int j = a + 1; j <= b; ++j) {
-        chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
-        forward_s += costs.forward_s(j - 1);
-        const int64_t right = cell_index(j, b);
-        const int64_t peak =
-            std::max({chain_peak, costs.checkpoint_hold(j) + table.peak[right], left_peak[j - 1]});
-        const double time_s = forward_s + table.time_s[right] + left_time[j - 1];
-        if (peak < best_peak || (peak == best_peak && time_s < best_time)) {
-          best_peak = peak;
-          best_time = time_s;
-          best_choice = j;
-        }
-      }
-      table.peak[cell] = best_peak;
-      table.time_s[cell] = best_time;
-      table.choice[cell] = best_choice;
+  auto fill_cell = [&](int a, int b) {
+    const int64_t cell = cell_index(a, b);
+    if (a == b) {
+      table.peak[cell] = costs.leaf_peak(a);
+      table.time_s[cell] = costs.forward_backward_s(a);
+      table.choice[cell] = a;
       record(a, b, cell);
+      return;
     }
+    const int64_t below = cell_index(a + 1, b);
+    int64_t best_peak = std::max(
+        {costs.graph_forward_peak(a, b), costs.saved(a) + table.peak[below], costs.graph_backward_peak(a)});
+    double best_time = costs.forward_backward_s(a) + table.time_s[below];
+    int best_choice = a;
+    int64_t chain_peak = 0;
+    double forward_s = 0;
+    const int64_t* left_peak = row_peak.data() + static_cast<int64_t>(a) * stages;
+    const double* left_time = row_time.data() + static_cast<int64_t>(a) * stages;
+    for (int j = a + 1; j <= b; ++j) {
+      chain_peak = std::max(chain_peak, costs.checkpoint_step_peak(a, j, b));
+      forward_s += costs.forward_s(j - 1);
+      const int64_t right = cell_index(j, b);
+      const int64_t peak =
+          std::max({chain_peak, costs.checkpoint_hold(j) + table.peak[right], left_peak[j - 1]});
+      const double time_s = forward_s + table.time_s[right] + left_time[j - 1];
+      if (peak < best_peak || (peak == best_peak && time_s < best_time)) {
+        best_peak = peak;
+        best_time = time_s;
+        best_choice = j;
+      }
+    }
+    table.peak[cell] = best_peak;
+    table.time_s[cell] = best_time;
+    table.choice[cell] = best_choice;
+    record(a, b, cell);
+  };
+  // Threads pay off from a few hundred stages (the work grows as stages^3).
+  const int workers = stages >= 256 ? std::max(1, threads) : 1;
+  if (workers == 1) {
+    for (int span = 1; span <= stages; ++span)
+      for (int a = 0; a + span <= stages; ++a) fill_cell(a, a + span - 1);
+    return table;
   }
+  SpinBarrier barrier(workers);
+  auto work = [&](int worker) {
+    for (int span = 1; span <= stages; ++span) {
+      for (int a = worker; a + span <= stages; a += workers) fill_cell(a, a + span - 1);
+      barrier.arrive_and_wait();
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (int worker = 1; worker < workers; ++worker) pool.emplace_back(work, worker);
+  work(0);
+  for (std::thread& thread : pool) thread.join();
   return table;
 }
 
@@ -838,7 +876,8 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
   const Costs costs(chain);
   const int stages = chain.length + 1;
   const int64_t cells = cell_count(stages);
-  const MinPeakTable min_peaks = min_peak_table(costs);
+  const int workers = resolve_threads(threads);
+  const MinPeakTable min_peaks = min_peak_table(costs, workers);
   if (min_peaks.peak[cell_index(0, chain.length)] > chain.capacity) return solution;
 
   Rows rows;
@@ -883,7 +922,6 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
   std::fill(rows.coarse.get() + cells * rows.coarse_blocks,
             rows.coarse.get() + cells * rows.coarse_blocks + kMaskPad, kInfinity);
 
-  const int workers = resolve_threads(threads);
   // Cells are filled by tiles of kTile x kTile: column blocks of kTile columns b, each by
   // row blocks of decreasing a. (a, b) needs (a + 1..b, b), below it in its column, and
   // (a, a..b - 1), left of it in its row. The diagonal tile is filled cell by cell (a

@@ -206,6 +206,29 @@ TEST(OptimalDp, ThreadedFastSolverMatchesReference) {
   }
 }
 
+// From 256 stages the min-peak DP also runs on the solver's threads (a span at a time):
+// the threaded solves must see exactly the same row ranges and find the same schedule, and
+// the least feasible capacity must stay exactly the single-threaded min peak.
+TEST(OptimalDp, ThreadedMinPeakOnLongChainsMatchesOneThread) {
+  std::mt19937_64 rng(2026);
+  const ChainProfile profile = testing::random_profile(rng, 300);
+  const int64_t budget = profile.fixed_bytes + (store_all_peak(profile) - profile.fixed_bytes) / 4;
+  const DiscreteChain chain = optimal_dp::discretize(profile, budget - profile.fixed_bytes, 120);
+  const optimal_dp::Solution one = optimal_dp::solve_fast(chain, 1);
+  ASSERT_TRUE(one.feasible);
+  for (int threads : {2, 3}) {
+    const optimal_dp::Solution many = optimal_dp::solve_fast(chain, threads);
+    ASSERT_TRUE(many.feasible) << threads << " threads";
+    EXPECT_EQ(many.time_s, one.time_s) << threads << " threads";
+    EXPECT_EQ(many.schedule, one.schedule) << threads << " threads";
+  }
+  DiscreteChain at_min = chain;
+  at_min.capacity = optimal_dp::min_peak(chain).peak_units;
+  EXPECT_TRUE(optimal_dp::solve_fast(at_min, 2).feasible);
+  at_min.capacity -= 1;
+  EXPECT_FALSE(optimal_dp::solve_fast(at_min, 2).feasible);
+}
+
 TEST(OptimalDp, PersistentNeverBeatsUnrestricted) {
   std::mt19937_64 rng(5);
   int feasible_cases = 0;
