@@ -68,6 +68,7 @@ Solution solve_reference(const DiscreteChain& chain);
 /// samples cannot beat the row's best, fills the table by tiles of 16 x 16 cells (the split
 /// points between a tile's rows and columns relaxed for the whole tile at once), and runs
 /// column blocks on `threads` threads in a pipeline (0: the machine's cores, at most 8).
+/// From 256 stages the min-peak DP that bounds the rows runs on the same threads.
 ///
 ///     const Solution plan = solve_fast(discretize(profile, room_bytes, 500), 2);
 Solution solve_fast(const DiscreteChain& chain, int threads = 0);
