@@ -694,6 +694,10 @@ void relax_far_splits(const Costs& costs, Rows& rows, int a0, int a_top, int fir
       const double* right =
           rows.coarse_row(right_cell) + ((int64_t{1 << kBlockShift} - 1 - shift) >> kBlockShift);
       const double* left = rows.coarse_row(left_cell);
+      // Both sub-rows are non-increasing, so their samples at the last block bound every
+      // block's test from below, and the best is largest at the first block: where even
+      // this least bound does not beat the first block's best, no block can pass.
+      if (!((base + right[last]) + left[last] < c.block_best[first])) continue;
       const Term right_term = make_term(rows, right_cell, shift);
       const Term left_term = make_term(rows, left_cell, 0);
       // The first block's test compares with the best at its first slot, not at the
