@@ -15,8 +15,10 @@ For every model configuration:
 Both sides: one intra-op thread (OMP_NUM_THREADS=1, set_num_threads(1)), median of the
 timed steps after warm-up, whole-step peak bytes = tracker peak above the step's start +
 fixed bytes (parameters, gradients, AdamW state, batch). The two processes run one after
-the other, so the load of a shared machine may differ between them: the load averages
-before and after each side are recorded.
+the other, so the speed of the machine may differ between them (other processes, the
+host of a virtual machine): the sides alternate ``--rounds`` times (default 2), each
+method's time is the median over the rounds of its per-round median, and the load
+averages around every side are recorded.
 
 Example::
 
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +38,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The figure the issue asks for: optimal's step at least 15% shorter than checkpoint_sequential's.
 TARGET_TIME_RATIO = 0.85
+
+# glibc malloc settings of --retain-freed-memory: blocks up to 32 MiB (glibc's largest
+# mmap threshold) from the heap, and the heap never trimmed.
+RETAIN_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"
 
 DEFAULT_CONFIGS = ["gpt2-small:batch=2,seq_len=256", "resnet50:batch=4"]
 
@@ -67,46 +74,86 @@ def mib(value):
     return f"{value / 2**20:,.1f}"
 
 
-def compare_model(config, args, env):
-    tag = f"{config['model']}-b{config['batch']}" + (f"-t{config['seq_len']}" if config["seq_len"] else "")
-    torch_path = os.path.join(args.work_dir, f"peer-{tag}-pytorch.json")
-    memento_path = os.path.join(args.work_dir, f"peer-{tag}-memento.json")
-    common_steps = ["--steps", str(args.steps)]
-
-    load_before = os.getloadavg()
-    torch_command = [args.python, os.path.join(HERE, "peer.py"), "--alloc", args.alloc, "--model", config["model"],
-                     "--batch", str(config["batch"]), "--segments", args.segments, "--threads", "1",
-                     "--warmup-steps", str(args.warmup), "--out", torch_path] + common_steps
+def run_pytorch_side(config, args, env, torch_path):
+    command = [args.python, os.path.join(HERE, "peer.py"), "--alloc", args.alloc, "--model", config["model"],
+               "--batch", str(config["batch"]), "--segments", args.segments, "--threads", "1",
+               "--warmup-steps", str(args.warmup), "--out", torch_path, "--steps", str(args.steps)]
     if config["seq_len"]:
-        torch_command += ["--seq-len", str(config["seq_len"])]
+        command += ["--seq-len", str(config["seq_len"])]
     if args.reuse_pytorch and os.path.exists(torch_path):
         log(f"reusing {torch_path} (--reuse-pytorch)")
-        torch_wall_s = None
+        wall_s = None
     else:
-        torch_wall_s = run(torch_command, env)
-    load_between = os.getloadavg()
+        wall_s = run(command, env)
     with open(torch_path) as f:
-        pytorch = json.load(f)
+        return json.load(f), command, wall_s
 
-    budgets = []
-    for row in pytorch["rows"]:
-        if row["segments"] and row["measured_peak_bytes"] not in budgets:
-            budgets.append(row["measured_peak_bytes"])
-    memento_command = [args.memento, "bench", "--model", config["model"], "--batch", str(config["batch"]),
-                       "--planners", args.planners, "--budgets", ",".join(str(b) for b in budgets),
-                       "--warmup", str(args.warmup), "--threads", "1", "--optimizer", "adamw",
-                       "--format", "json", "--out", memento_path] + common_steps
+
+def run_memento_side(config, args, env, budgets, memento_path):
+    command = [args.memento, "bench", "--model", config["model"], "--batch", str(config["batch"]),
+               "--planners", args.planners, "--budgets", ",".join(str(b) for b in budgets),
+               "--warmup", str(args.warmup), "--threads", "1", "--optimizer", "adamw",
+               "--format", "json", "--out", memento_path, "--steps", str(args.steps)]
     if config["seq_len"]:
-        memento_command += ["--seq-len", str(config["seq_len"])]
+        command += ["--seq-len", str(config["seq_len"])]
     with open(os.devnull, "w") as devnull:  # the JSON goes to --out; progress stays on stderr
-        log("$ " + " ".join(memento_command))
+        log("$ " + " ".join(command))
         started = time.time()
-        subprocess.run(memento_command, env=env, check=False, stdout=devnull)
-        memento_wall_s = time.time() - started
-    load_after = os.getloadavg()
+        subprocess.run(command, env=env, check=False, stdout=devnull)
+        wall_s = time.time() - started
     with open(memento_path) as f:
-        memento = json.load(f)
+        return json.load(f), command, wall_s
 
+
+def merge_rounds(rounds, rows_of, key_of):
+    """The first round's document with every step time replaced by the median over the
+    rounds of each round's median (`step_s_rounds` keeps them); rows are matched by key."""
+    merged = json.loads(json.dumps(rounds[0]))
+    for row in rows_of(merged):
+        times = []
+        for document in rounds:
+            match = next((r for r in rows_of(document) if key_of(r) == key_of(row)), None)
+            if match is not None and match.get("step_s") is not None:
+                times.append(match["step_s"])
+        if times:
+            row["step_s_rounds"] = times
+            row["step_s"] = statistics.median(times)
+    return merged
+
+
+def compare_model(config, args, env):
+    tag = f"{config['model']}-b{config['batch']}" + (f"-t{config['seq_len']}" if config["seq_len"] else "")
+    loads = [os.getloadavg()]
+    pytorch_rounds, memento_rounds, walls = [], [], []
+    budgets = None
+    # The two processes run one after the other: a change of machine speed between them
+    # (another process, the host) would pass for a difference between the sides. With
+    # --rounds N they alternate N times and each method's time is the median of its rounds.
+    for round_index in range(args.rounds):
+        suffix = "" if args.rounds == 1 else f"-round{round_index + 1}"
+        pytorch, torch_command, torch_wall_s = run_pytorch_side(
+            config, args, env, os.path.join(args.work_dir, f"peer-{tag}-pytorch{suffix}.json"))
+        loads.append(os.getloadavg())
+        if budgets is None:
+            budgets = []
+            for row in pytorch["rows"]:
+                if row["segments"] and row["measured_peak_bytes"] not in budgets:
+                    budgets.append(row["measured_peak_bytes"])
+        else:
+            # Peaks are exact and deterministic: a round that measured others ran something else.
+            peaks = [row["measured_peak_bytes"] for row in pytorch["rows"] if row["segments"]]
+            if any(peak not in budgets for peak in peaks):
+                log(f"round {round_index + 1}: PyTorch peaks {peaks} differ from round 1's {budgets}")
+        memento, memento_command, memento_wall_s = run_memento_side(
+            config, args, env, budgets, os.path.join(args.work_dir, f"peer-{tag}-memento{suffix}.json"))
+        loads.append(os.getloadavg())
+        pytorch_rounds.append(pytorch)
+        memento_rounds.append(memento)
+        walls.append({"pytorch": torch_wall_s, "memento": memento_wall_s})
+
+    pytorch = merge_rounds(pytorch_rounds, lambda d: d["rows"], lambda r: r["label"])
+    memento = merge_rounds(memento_rounds, lambda d: [d["store_all"]] + d["rows"],
+                           lambda r: (r.get("planner", "store-all"), r.get("budget")))
     fixed_memento = memento["profile"]["fixed_bytes"]
     return {
         "model": config["model"], "batch": config["batch"], "seq_len": pytorch["seq_len"] or None,
@@ -114,8 +161,10 @@ def compare_model(config, args, env):
         "parameter_count": pytorch["parameter_count"],
         "fixed_bytes": {"pytorch": pytorch["fixed_bytes"], "memento": fixed_memento,
                         "equal": pytorch["fixed_bytes"] == fixed_memento},
-        "load_average": {"before": load_before, "between": load_between, "after": load_after},
-        "wall_s": {"pytorch": torch_wall_s, "memento": memento_wall_s},
+        "rounds": args.rounds,
+        "glibc_tunables": RETAIN_TUNABLES if args.retain_freed_memory else None,
+        "load_average": {"before": loads[0], "between": loads[1], "after": loads[-1], "all": loads},
+        "wall_s": walls,
         "commands": {"pytorch": torch_command, "memento": memento_command},
         "comparisons": build_comparisons(pytorch, memento, args.planners),
         "pytorch": pytorch,
@@ -212,9 +261,10 @@ def print_table(result):
     print(f"(time = memento step / PyTorch step, peak = memento peak / PyTorch peak, ovh = (optimal / store-all) / "
           f"(checkpoint_sequential / none), each side against its own baseline, pred = the time ratio predicted from "
           f"memento's profile (checkpoint_sequential = store-all + one forward of its checkpointed segments); figure: store-all no slower "
-          f"than no checkpointing, optimal <= {TARGET_TIME_RATIO} x the time at <= the peak. 1-minute load "
-          f"average {load['before'][0]:.1f} / {load['between'][0]:.1f} / {load['after'][0]:.1f} before / between / "
-          f"after the two sides on {os.cpu_count()} cores)")
+          f"than no checkpointing, optimal <= {TARGET_TIME_RATIO} x the time at <= the peak. "
+          f"{result.get('rounds', 1)} round(s): times are medians over the rounds. 1-minute load average "
+          f"{' / '.join(f'{l[0]:.1f}' for l in load.get('all', [load['before'], load['between'], load['after']]))} "
+          f"before and after each side on {os.cpu_count()} cores)")
 
 
 def main():
@@ -229,6 +279,13 @@ def main():
     parser.add_argument("--planners", default="store-all,optimal", help="memento side: planners")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method on each side (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method on each side")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="times the two sides run, alternating; each method's time is the median over "
+                             "the rounds of its per-round median")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="run both sides with glibc malloc keeping freed memory (GLIBC_TUNABLES: mmap "
+                             "threshold 32 MiB, no trimming), so that no step faults fresh pages in: measures "
+                             "the computation without the page-fault cost that the default malloc adds")
     parser.add_argument("--out", default=None, help="JSON result (default BUILD/bench/peer.json)")
     parser.add_argument("--reuse-pytorch", action="store_true",
                         help="reuse the PyTorch side's JSON of an earlier run when it exists (its command must have "
@@ -247,6 +304,8 @@ def main():
     args.memento = os.path.abspath(args.memento or os.path.join(args.build, "bin", "memento"))
     args.alloc = os.path.abspath(args.alloc or os.path.join(args.build, "lib", "libmemento_peer_alloc.so"))
     args.out = os.path.abspath(args.out or os.path.join(args.build, "bench", "peer.json"))
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        raise SystemExit("compare: --rounds and --steps must be at least 1, --warmup at least 0")
     if "store-all" not in args.planners.split(","):
         args.planners = "store-all," + args.planners
     for path in (args.memento, args.alloc):
@@ -256,6 +315,8 @@ def main():
     args.work_dir = os.path.dirname(args.out)
     os.makedirs(args.work_dir, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    if args.retain_freed_memory:
+        env["GLIBC_TUNABLES"] = RETAIN_TUNABLES
 
     started = time.time()
     results = [compare_model(parse_config(text), args, env) for text in (args.config or DEFAULT_CONFIGS)]
@@ -267,6 +328,7 @@ def main():
                    f"torch {results[0]['pytorch']['torch_version'] if results else '?'} CPU",
         "threads": 1,
         "steps": args.steps,
+        "rounds": args.rounds,
         "warmup_steps": args.warmup,
         "target_time_ratio": TARGET_TIME_RATIO,
         "wall_s": time.time() - started,
