@@ -798,10 +798,10 @@ DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int 
   return convert(profile, memory_bytes < 0 ? -1 : slots, round_up_units, memory_bytes, slots);
 }
 
-MinPeak min_peak(const DiscreteChain& chain) {
+MinPeak min_peak(const DiscreteChain& chain, int threads) {
   check_chain(chain, "min-peak solver", false);
   const Costs costs(chain);
-  const MinPeakTable table = min_peak_table(costs);
+  const MinPeakTable table = min_peak_table(costs, resolve_threads(threads));
   const int top = chain.length;
   MinPeak result;
   result.peak_units = table.peak[cell_index(0, top)];

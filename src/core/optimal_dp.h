@@ -50,13 +50,14 @@ struct Solution {
 
 /// The smallest peak (units above fixed bytes) over all persistent schedules, one
 /// schedule reaching it (ties broken towards less time, locally), and that schedule's
-/// time. Ignores `capacity`. O(L^3) time, O(L^2) memory.
+/// time. Ignores `capacity`. O(L^3) time, O(L^2) memory. `threads` as solve_fast (0: one
+/// per core, up to 8); they share the work from 256 stages on, with identical results.
 struct MinPeak {
   int64_t peak_units = 0;
   double time_s = 0;
   Schedule schedule;
 };
-MinPeak min_peak(const DiscreteChain& chain);
+MinPeak min_peak(const DiscreteChain& chain, int threads = 0);
 
 /// Plain table-filling reference: C[a][b][m] for every 0 <= m <= capacity, every option
 /// tried. O(L^3 * capacity) time, O(L^2 * capacity) memory.

@@ -222,8 +222,15 @@ TEST(OptimalDp, ThreadedMinPeakOnLongChainsMatchesOneThread) {
     EXPECT_EQ(many.time_s, one.time_s) << threads << " threads";
     EXPECT_EQ(many.schedule, one.schedule) << threads << " threads";
   }
+  const optimal_dp::MinPeak least = optimal_dp::min_peak(chain, 1);
+  for (int threads : {2, 3}) {
+    const optimal_dp::MinPeak shared = optimal_dp::min_peak(chain, threads);
+    EXPECT_EQ(shared.peak_units, least.peak_units) << threads << " threads";
+    EXPECT_EQ(shared.time_s, least.time_s) << threads << " threads";
+    EXPECT_EQ(shared.schedule, least.schedule) << threads << " threads";
+  }
   DiscreteChain at_min = chain;
-  at_min.capacity = optimal_dp::min_peak(chain).peak_units;
+  at_min.capacity = least.peak_units;
   EXPECT_TRUE(optimal_dp::solve_fast(at_min, 2).feasible);
   at_min.capacity -= 1;
   EXPECT_FALSE(optimal_dp::solve_fast(at_min, 2).feasible);
