@@ -284,8 +284,9 @@ def main():
                              "the rounds of its per-round median")
     parser.add_argument("--retain-freed-memory", action="store_true",
                         help="run both sides with glibc malloc keeping freed memory (GLIBC_TUNABLES: mmap "
-                             "threshold 32 MiB, no trimming), so that no step faults fresh pages in: measures "
-                             "the computation without the page-fault cost that the default malloc adds")
+                             "threshold 32 MiB, no trimming), so that steps reuse freed pages instead of "
+                             "faulting fresh ones in (blocks over 32 MiB still come fresh): measures the "
+                             "computation without most of the page-fault cost the default malloc adds")
     parser.add_argument("--out", default=None, help="JSON result (default BUILD/bench/peer.json)")
     parser.add_argument("--reuse-pytorch", action="store_true",
                         help="reuse the PyTorch side's JSON of an earlier run when it exists (its command must have "
