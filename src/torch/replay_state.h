@@ -9,19 +9,25 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include "write_watch.h"
+
 namespace memento::detail {
 
 // Generator states of the CPU generator and of the CUDA devices that `tensors` live on.
+// The CPU generator's state is copied as the C++ engine object (about 2.5 KB on the heap,
+// like autograd's own nodes), not through get_state(): that returns a 5,056-byte tensor,
+// which the step's tensor memory would count for every stage that draws random numbers.
 class RngSnapshot {
  public:
   static RngSnapshot capture(const std::vector<torch::Tensor>& tensors) {
     RngSnapshot snapshot;
-    snapshot.add(at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CPU)));
+    snapshot.capture_cpu();
     std::vector<c10::DeviceIndex> cuda_devices;
     for (const torch::Tensor& tensor : tensors) {
       if (!tensor.defined() || !tensor.is_cuda()) continue;
@@ -38,11 +44,20 @@ class RngSnapshot {
   // The current states of the same generators (to put back after a replay).
   RngSnapshot current() const {
     RngSnapshot snapshot;
+    snapshot.capture_cpu();
     for (const auto& entry : states_) snapshot.add(entry.first);
     return snapshot;
   }
 
   void restore() const {
+    {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      auto* cpu = at::check_generator<at::CPUGeneratorImpl>(generator);
+      cpu->set_engine(cpu_.engine);
+      cpu->set_next_float_normal_sample(cpu_.next_float);
+      cpu->set_next_double_normal_sample(cpu_.next_double);
+    }
     for (const auto& entry : states_) {
       at::Generator generator = entry.first;
       std::lock_guard<std::mutex> lock(generator.mutex());
@@ -52,26 +67,50 @@ class RngSnapshot {
 
   // True when no generator advanced since the snapshot (the stage draws no random numbers).
   bool unchanged() const {
+    RngSnapshot now;
+    now.capture_cpu();
+    if (!(now.cpu_ == cpu_)) return false;
     for (const auto& entry : states_) {
       at::Generator generator = entry.first;
-      torch::Tensor now;
+      torch::Tensor state;
       {
         std::lock_guard<std::mutex> lock(generator.mutex());
-        now = generator.get_state();
+        state = generator.get_state();
       }
-      if (!torch::equal(now, entry.second)) return false;
+      if (!torch::equal(state, entry.second)) return false;
     }
     return true;
   }
 
  private:
+  struct CpuState {
+    at::mt19937 engine;
+    c10::optional<float> next_float;
+    c10::optional<double> next_double;
+
+    bool operator==(const CpuState& other) const {
+      const at::mt19937_data_pod a = engine.data();
+      const at::mt19937_data_pod b = other.engine.data();
+      return a.seed_ == b.seed_ && a.left_ == b.left_ && a.seeded_ == b.seeded_ && a.next_ == b.next_ &&
+             a.state_ == b.state_ && next_float == other.next_float && next_double == other.next_double;
+    }
+  };
+
+  void capture_cpu() {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    auto* cpu = at::check_generator<at::CPUGeneratorImpl>(generator);
+    cpu_ = {cpu->engine(), cpu->next_float_normal_sample(), cpu->next_double_normal_sample()};
+  }
+
   void add(const at::Generator& generator_ref) {
     at::Generator generator = generator_ref;
     std::lock_guard<std::mutex> lock(generator.mutex());
     states_.emplace_back(generator, generator.get_state());
   }
 
-  std::vector<std::pair<at::Generator, torch::Tensor>> states_;
+  CpuState cpu_;
+  std::vector<std::pair<at::Generator, torch::Tensor>> states_;  // CUDA generators
 };
 
 // Puts the generators in `replay` state for the lifetime of the guard, then back to
@@ -85,53 +124,35 @@ class RngReplayGuard {
     replay->restore();
   }
   ~RngReplayGuard() {
-    if (active_) previous_.restore();
+    if (active_) previous_->restore();
   }
   RngReplayGuard(const RngReplayGuard&) = delete;
   RngReplayGuard& operator=(const RngReplayGuard&) = delete;
 
  private:
-  RngSnapshot previous_;
+  std::optional<RngSnapshot> previous_;
   bool active_ = false;
 };
 
 // A forward updates BatchNorm (and InstanceNorm with tracked statistics) running buffers
-// in place; a recomputation must leave them as the first run left them, so they are
-// copied before and written back after. Other buffers are constants and are not copied.
-class RunningStatsGuard {
- public:
-  explicit RunningStatsGuard(torch::nn::Module* module) {
-    if (module == nullptr) return;
-    for (const auto& item : module->named_buffers(/*recurse=*/true)) {
-      if (!is_running_statistic(item.key())) continue;
-      torch::Tensor buffer = item.value();
-      if (!buffer.defined()) continue;
-      torch::NoGradGuard no_grad;
-      saved_.emplace_back(buffer, buffer.clone());
-    }
-  }
-  // Written through variable_data() (same storage, its own version counter): a live graph
-  // that saved the buffer (BatchNorm's backward does) must not see it as modified in place,
-  // and after the write-back it indeed holds the values that graph saw.
-  ~RunningStatsGuard() {
-    torch::NoGradGuard no_grad;
-    for (auto& entry : saved_) entry.first.variable_data().copy_(entry.second);
-  }
-  RunningStatsGuard(const RunningStatsGuard&) = delete;
-  RunningStatsGuard& operator=(const RunningStatsGuard&) = delete;
-
- private:
-  static bool ends_with(const std::string& text, const std::string& suffix) {
+// in place; a recomputation must leave them as the first run left them. Other buffers are
+// constants and are not copied.
+inline std::vector<torch::Tensor> running_statistics(torch::nn::Module* module) {
+  std::vector<torch::Tensor> tensors;
+  if (module == nullptr) return tensors;
+  auto ends_with = [](const std::string& text, const std::string& suffix) {
     return text.size() >= suffix.size() &&
            text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  for (const auto& item : module->named_buffers(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    if (!item.value().defined()) continue;
+    if (ends_with(name, "running_mean") || ends_with(name, "running_var") ||
+        ends_with(name, "num_batches_tracked"))
+      tensors.push_back(item.value());
   }
-  static bool is_running_statistic(const std::string& name) {
-    return ends_with(name, "running_mean") || ends_with(name, "running_var") ||
-           ends_with(name, "num_batches_tracked");
-  }
-
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
-};
+  return tensors;
+}
 
 // The end of a local graph (a stage's, or a checkpointed function's): the local inputs'
 // grad_fn is this node, so the engine delivers their gradients here exactly as it sums them
@@ -181,9 +202,12 @@ inline std::vector<torch::Tensor> detach_all(const std::vector<torch::Tensor>& t
 
 // The local inputs of a graph: detached copies of `tensors` whose grad_fn is `sink`
 // where `needs_grad[k]` (missing entries: true) and the tensor is differentiable; slot k of
-// the sink receives the gradient of slot k (nothing for aliases and no-grad slots).
+// the sink receives the gradient of slot k (nothing for aliases and no-grad slots). `sink`
+// is a GradientSink, or any node that takes the gradients of `tensors` (the outputs a
+// checkpointed function or a PlannedChain hands to the caller's graph).
 inline std::vector<torch::Tensor> make_boundary(const std::vector<torch::Tensor>& tensors,
-                                                const std::vector<char>& needs_grad, GradientSink& sink) {
+                                                const std::vector<char>& needs_grad,
+                                                torch::autograd::Node& sink) {
   std::vector<torch::Tensor> local;
   local.reserve(tensors.size());
   for (size_t k = 0; k < tensors.size(); ++k) {
