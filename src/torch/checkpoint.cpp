@@ -1,5 +1,6 @@
 #include "memento/torch/checkpoint.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
@@ -11,6 +12,8 @@
 
 #include "memento/core/error.h"
 #include "replay_state.h"
+#include "stage_errors.h"
+#include "write_watch.h"
 
 namespace memento {
 
@@ -27,13 +30,13 @@ class CheckpointBackward : public torch::autograd::Node {
  public:
   CheckpointBackward(torch::autograd::edge_list&& next_edges, CheckpointFunction fn, TensorList inputs,
                      std::vector<char> inputs_need_grad, std::optional<detail::RngSnapshot> rng,
-                     torch::nn::Module* running_stats_module, std::vector<detail::TensorSignature> signatures)
+                     std::vector<torch::Tensor> module_state, std::vector<detail::TensorSignature> signatures)
       : Node(std::move(next_edges)),
         fn_(std::move(fn)),
         inputs_(std::move(inputs)),
         inputs_need_grad_(std::move(inputs_need_grad)),
         rng_(std::move(rng)),
-        running_stats_module_(running_stats_module),
+        module_state_(std::move(module_state)),
         signatures_(std::move(signatures)) {}
 
   std::string name() const override { return "memento::CheckpointBackward"; }
@@ -49,15 +52,26 @@ class CheckpointBackward : public torch::autograd::Node {
           "checkpoint: a second backward through a checkpointed function whose inputs were already released; "
           "pass retain_graph=true to the first backward");
     }
+    if (torch::GradMode::is_enabled()) {
+      throw RuntimeError(
+          "checkpoint: backward with create_graph=true (double backward, gradient penalties) through a "
+          "checkpointed function is not supported: its recomputed graph is local and would give wrong "
+          "higher-order gradients; call the function without checkpoint where you need them");
+    }
     auto input_gradients = std::make_shared<TensorList>();
     auto sink = std::make_shared<detail::GradientSink>(input_gradients);
     TensorList local = detail::make_boundary(inputs_, inputs_need_grad_, *sink);
     TensorList outputs;
     {
       detail::RngReplayGuard rng(rng_ ? &*rng_ : nullptr);
-      detail::RunningStatsGuard running_stats(running_stats_module_);
+      // The first run updated the module state (BatchNorm running statistics) already.
+      detail::StateRestoreGuard module_state(module_state_);
+      // A function that writes into its inputs must find them unchanged in a second backward.
+      detail::WriteWatch watch(inputs_);
       torch::AutoGradMode enable_grad(true);
-      outputs = fn_(local);
+      outputs = detail::with_context("checkpoint: the function, recomputed in backward",
+                                     [&] { return fn_(local); });
+      inputs_ = watch.pristine(inputs_);
     }
     check_signatures(outputs);
 
@@ -71,8 +85,11 @@ class CheckpointBackward : public torch::autograd::Node {
     outputs.clear();
     local.clear();
     if (!roots.empty()) {
-      torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
-                                                            /*create_graph=*/false, /*accumulate_grad=*/true);
+      detail::with_context("checkpoint: the backward of the recomputed function", [&] {
+        torch::autograd::Engine::get_default_engine().execute(roots, root_gradients, /*keep_graph=*/false,
+                                                              /*create_graph=*/false,
+                                                              /*accumulate_grad=*/true);
+      });
     }
     torch::autograd::variable_list result = std::move(*input_gradients);
     result.resize(inputs_.size());
@@ -101,10 +118,31 @@ class CheckpointBackward : public torch::autograd::Node {
   TensorList inputs_;
   std::vector<char> inputs_need_grad_;
   std::optional<detail::RngSnapshot> rng_;
-  torch::nn::Module* running_stats_module_;
+  std::vector<torch::Tensor> module_state_;
   std::vector<detail::TensorSignature> signatures_;
   bool released_ = false;
 };
+
+// The tensors `fn` wrote in place that live on after it (module buffers, running
+// statistics), except its inputs and outputs; with the options' module's statistics.
+std::vector<torch::Tensor> module_state_written(const detail::WriteWatch& watch, const TensorList& inputs,
+                                                const TensorList& outputs, const CheckpointOptions& options) {
+  auto storage_of = [](const torch::Tensor& tensor) -> const void* {
+    return tensor.defined() && tensor.has_storage() ? tensor.storage().unsafeGetStorageImpl() : nullptr;
+  };
+  std::vector<const void*> excluded;
+  for (const TensorList* list : {&inputs, &outputs}) {
+    for (const torch::Tensor& tensor : *list) excluded.push_back(storage_of(tensor));
+  }
+  std::vector<torch::Tensor> state = detail::running_statistics(options.running_stats_module);
+  for (const torch::Tensor& tensor : watch.written_tensors()) {
+    const void* key = storage_of(tensor);
+    if (key == nullptr || std::find(excluded.begin(), excluded.end(), key) != excluded.end()) continue;
+    excluded.push_back(key);
+    state.push_back(tensor);
+  }
+  return state;
+}
 
 }  // namespace
 
@@ -116,7 +154,6 @@ TensorList checkpoint(const CheckpointFunction& fn, const TensorList& inputs,
   std::optional<detail::RngSnapshot> rng;
   if (options.preserve_rng_state) rng = detail::RngSnapshot::capture(inputs);
 
-  TensorList kept;
   std::vector<char> needs_grad;
   torch::autograd::edge_list next_edges;
   for (const torch::Tensor& input : inputs) {
@@ -124,20 +161,30 @@ TensorList checkpoint(const CheckpointFunction& fn, const TensorList& inputs,
     needs_grad.push_back(wants_grad);
     next_edges.push_back(wants_grad ? torch::autograd::impl::gradient_edge(input) : torch::autograd::Edge());
   }
-  kept = detail::detach_all(inputs);
+  TensorList kept = detail::detach_all(inputs);
 
   TensorList outputs;
+  std::vector<torch::Tensor> module_state;
   {
     torch::NoGradGuard no_grad;
-    outputs = fn(kept);
+    // Copy-on-write of the inputs the recomputation reads, and the module state fn updates.
+    detail::WriteWatch watch(kept, /*record_writes=*/true);
+    outputs = detail::with_context("checkpoint: the function", [&] { return fn(kept); });
+    if (!watch.unseen_writes().empty()) {
+      throw RuntimeError(
+          "checkpoint: the function modified an input in place without an operator memento can see (a write "
+          "through data_ptr()?); its recomputation would read the modified values: write it out of place");
+    }
+    module_state = module_state_written(watch, kept, outputs, options);
+    kept = watch.pristine(kept);
   }
   if (rng && rng->unchanged()) rng.reset();  // fn draws no random numbers
 
   std::vector<detail::TensorSignature> signatures;
   for (const torch::Tensor& output : outputs) signatures.push_back(detail::TensorSignature::of(output));
-  auto node = std::make_shared<CheckpointBackward>(std::move(next_edges), fn, std::move(kept),
-                                                   std::move(needs_grad), std::move(rng),
-                                                   options.running_stats_module, std::move(signatures));
+  auto node =
+      std::make_shared<CheckpointBackward>(std::move(next_edges), fn, std::move(kept), std::move(needs_grad),
+                                           std::move(rng), std::move(module_state), std::move(signatures));
   TensorList wrapped;
   wrapped.reserve(outputs.size());
   for (torch::Tensor& output : outputs) {
@@ -151,6 +198,35 @@ TensorList checkpoint(const CheckpointFunction& fn, const TensorList& inputs,
     wrapped.push_back(std::move(result));
   }
   return wrapped;
+}
+
+torch::Tensor checkpoint_sequential(const torch::nn::Sequential& sequential, int segments,
+                                    const torch::Tensor& input, const CheckpointOptions& options) {
+  std::vector<torch::nn::AnyModule> modules(sequential->begin(), sequential->end());
+  const int count = static_cast<int>(modules.size());
+  if (count == 0) throw InvalidArgument("checkpoint_sequential: the Sequential has no modules");
+  if (segments < 1 || segments > count) {
+    throw InvalidArgument("checkpoint_sequential: segments is " + std::to_string(segments) + "; use 1 to " +
+                          std::to_string(count) + " (the number of modules in the Sequential)");
+  }
+  auto run = [modules](int first, int end, torch::Tensor x) mutable {
+    for (int k = first; k < end; ++k) x = modules[k].forward(x);
+    return x;
+  };
+  torch::Tensor x = input;
+  if (!torch::GradMode::is_enabled()) return run(0, count, x);
+  // As torch.utils.checkpoint.checkpoint_sequential: segments of count / segments modules,
+  // all checkpointed but the last, which also takes the remainder and keeps its graph.
+  const int segment_size = count / segments;
+  int first = 0;
+  for (int segment = 0; segment + 1 < segments; ++segment) {
+    const int end = first + segment_size;
+    x = checkpoint(
+        [run, first, end](const TensorList& in) mutable { return TensorList{run(first, end, in[0])}; }, {x},
+        options)[0];
+    first = end;
+  }
+  return run(first, count, x);
 }
 
 }  // namespace memento

@@ -15,8 +15,20 @@
 ///   `loss.backward()` (as in Python's reentrant checkpoint, `torch::autograd::grad` with
 ///   respect to parameters used inside `fn` does not see them);
 /// - with autograd disabled (NoGradGuard, inference) `fn` simply runs;
-/// - `fn` must not modify its inputs in place, and must return tensors of the same shape,
-///   dtype and device when re-run (RuntimeError otherwise).
+/// - `fn` may modify its inputs in place (`in[0].mul_(2)`, an in-place ReLU): the write is
+///   seen at the operator's start and the kept input is copied first (copy-on-write), so
+///   the recomputation reads the values `fn` was called with. The caller's tensor is
+///   modified, as without checkpoint. Writes through raw pointers cannot be seen; when one
+///   moved an input's version counter, checkpoint raises RuntimeError;
+/// - module state `fn` updates in place (BatchNorm running statistics, any buffer written
+///   by an in-place operator) is updated once, by the first run: the recomputation's update
+///   is undone, with no module pointer needed (PyTorch's reentrant checkpoint updates it
+///   twice, pytorch/pytorch#96136);
+/// - double backward (`create_graph = true`, gradient penalties) raises RuntimeError: the
+///   recomputed graph is local to the backward and would give wrong higher-order gradients;
+/// - `fn` must return tensors of the same shape, dtype and device when re-run
+///   (RuntimeError otherwise); errors raised inside `fn` come out as one RuntimeError line
+///   saying whether the first run or the recomputation raised them.
 ///
 /// Example:
 /// \code
@@ -38,8 +50,9 @@ struct CheckpointOptions {
   /// Restore the generator states on recomputation (default true). Turn off only for
   /// functions that draw no random numbers, to save the state copies.
   bool preserve_rng_state = true;
-  /// Module whose BatchNorm running statistics must not be updated twice (the
-  /// recomputation's update is undone); null when `fn` has none.
+  /// A module whose running statistics (`running_mean`, `running_var`,
+  /// `num_batches_tracked` buffers) the recomputation must leave alone, in addition to the
+  /// state found automatically (what `fn` writes in place). Rarely needed: null by default.
   torch::nn::Module* running_stats_module = nullptr;
 };
 
@@ -48,5 +61,21 @@ using CheckpointFunction = std::function<TensorList(const TensorList&)>;
 /// Runs `fn(inputs)` keeping only `inputs` for the backward; see the file comment.
 TensorList checkpoint(const CheckpointFunction& fn, const TensorList& inputs,
                       const CheckpointOptions& options = {});
+
+/// `torch.utils.checkpoint.checkpoint_sequential` for LibTorch: splits `sequential` into
+/// `segments` runs of `size / segments` modules, checkpoints every run but the last (which
+/// also takes the remainder and keeps its graph), and returns the output. Gradients,
+/// random draws and BatchNorm statistics are those of `sequential->forward(input)` bit for
+/// bit; memory is one segment's graph plus the segment boundaries. For the user's own loop:
+/// call backward on a loss of the output. Throws InvalidArgument unless
+/// 1 <= segments <= the number of modules.
+///
+/// Example:
+/// \code
+///   torch::Tensor out = memento::checkpoint_sequential(net, /*segments=*/4, x);
+///   torch::nn::functional::cross_entropy(out, y).backward();
+/// \endcode
+torch::Tensor checkpoint_sequential(const torch::nn::Sequential& sequential, int segments,
+                                    const torch::Tensor& input, const CheckpointOptions& options = {});
 
 }  // namespace memento
