@@ -1,10 +1,13 @@
 #include "memento/torch/profiler.h"
 
 #include "replay_state.h"
+#include "stage_errors.h"
+#include "write_watch.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <unordered_set>
 #include <utility>
@@ -29,10 +32,6 @@ double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t middle = values.size() / 2;
   return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
-}
-
-bool is_differentiable(const torch::Tensor& tensor) {
-  return tensor.defined() && torch::autograd::isDifferentiableType(tensor.scalar_type());
 }
 
 // Live and peak bytes from the MemoryTracker, or from the CUDA caching allocator when
@@ -66,33 +65,28 @@ class MemoryProbe {
   MemoryTracker& tracker_ = MemoryTracker::instance();
 };
 
-// One stage's autograd graph as ForwardWithGraph keeps it: the stage's own detached
-// inputs (leaves that collect d_i) and its outputs, whose history holds what was saved.
+// One stage's autograd graph as ForwardWithGraph keeps it: the stage's boundary inputs
+// (detached aliases of a_i whose gradients a sink collects, as in the Executor) and its
+// outputs, whose history holds what was saved.
 struct StageGraph {
   TensorList inputs;
   detail::GraphOutputs outputs;  // dropped for the last stage after the loss, as in the Executor
+  std::shared_ptr<TensorList> input_gradients;
 };
 
-// Detached copies share the storage of `inputs`, so they cost no bytes; a copy is a
-// gradient-collecting leaf where the original carries a gradient.
-TensorList local_inputs(const TensorList& inputs) {
-  TensorList local;
-  local.reserve(inputs.size());
-  for (const torch::Tensor& input : inputs) {
-    if (!input.defined()) {
-      local.push_back(input);
-      continue;
-    }
-    torch::Tensor copy = input.detach();
-    if (input.requires_grad() && is_differentiable(copy)) copy.requires_grad_(true);
-    local.push_back(std::move(copy));
-  }
-  return local;
+std::vector<char> requires_grad_flags(const TensorList& tensors) {
+  std::vector<char> flags;
+  for (const torch::Tensor& tensor : tensors) flags.push_back(tensor.defined() && tensor.requires_grad());
+  return flags;
 }
 
+// The boundary is a graph node, not a leaf: a stage whose first op is in place (an
+// in-place ReLU) runs on it as it does in the Executor, where a leaf would be refused.
 StageGraph forward_with_graph(Chain& chain, int stage, const TensorList& inputs) {
   StageGraph graph;
-  graph.inputs = local_inputs(inputs);
+  graph.input_gradients = std::make_shared<TensorList>();
+  auto sink = std::make_shared<detail::GradientSink>(graph.input_gradients);
+  graph.inputs = detail::make_boundary(inputs, requires_grad_flags(inputs), *sink);
   torch::AutoGradMode enable_grad(true);
   graph.outputs.tensors = chain.forward_stage(stage, graph.inputs);
   return graph;
@@ -100,30 +94,70 @@ StageGraph forward_with_graph(Chain& chain, int stage, const TensorList& inputs)
 
 TensorList forward_no_grad(Chain& chain, int stage, const TensorList& inputs) {
   torch::NoGradGuard no_grad;
-  TensorList detached;
-  detached.reserve(inputs.size());
-  for (const torch::Tensor& input : inputs) detached.push_back(input.defined() ? input.detach() : input);
-  return chain.forward_stage(stage, detached);
+  return chain.forward_stage(stage, detail::detach_all(inputs));
 }
 
 // Backward of one stage the way Executor::run_backward runs it: only the graph keeps what
 // its backward needs (the caller's references to the outputs and to d_{i+1} are gone
-// before the engine starts), parameter gradients accumulate, and d_i is taken from the
-// input leaves. Consumes `graph` and `incoming`.
+// before the engine starts), parameter gradients accumulate, and d_i is what the boundary
+// collected. Consumes `graph` and `incoming`.
 TensorList backward_stage(StageGraph& graph, TensorList incoming) {
   graph.outputs.run_backward(incoming);
-  TensorList input_gradients;
-  input_gradients.reserve(graph.inputs.size());
-  for (torch::Tensor& input : graph.inputs) {
-    torch::Tensor gradient;
-    if (input.defined() && input.requires_grad()) {
-      gradient = input.grad();
-      input.mutable_grad().reset();
-    }
-    input_gradients.push_back(std::move(gradient));
-  }
+  TensorList input_gradients = std::move(*graph.input_gradients);
+  input_gradients.resize(graph.inputs.size());
   graph.inputs.clear();
   return input_gradients;
+}
+
+// A measuring run that must leave its inputs as it found them: a stage that writes into
+// its input in place would otherwise change what the next run of it reads.
+template <class Body>
+decltype(auto) leaving_inputs_unchanged(const TensorList& inputs, Body&& body) {
+  detail::WriteWatch watch(inputs);
+  struct Restore {
+    detail::WriteWatch& watch;
+    ~Restore() { watch.restore(); }
+  } restore{watch};
+  return std::forward<Body>(body)();
+}
+
+// Bytes of the outputs that are inputs the stage wrote into in place: the Executor copies
+// such an input aside whenever a later op reads it again, so the stage then costs them anew.
+int64_t written_input_bytes(const TensorList& inputs, const std::vector<int64_t>& versions_before,
+                            const TensorList& outputs) {
+  TensorList written;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const torch::Tensor& input = inputs[k];
+    if (!input.defined() || !input.has_storage() || input.is_inference()) continue;
+    if (static_cast<int64_t>(input._version()) == versions_before[k]) continue;
+    const void* key = input.storage().unsafeGetStorageImpl();
+    for (const torch::Tensor& output : outputs) {
+      if (output.defined() && output.has_storage() && output.storage().unsafeGetStorageImpl() == key) {
+        written.push_back(input);
+        break;
+      }
+    }
+  }
+  return tensor_bytes(written);
+}
+
+TensorList copies_of(const TensorList& tensors) {
+  torch::NoGradGuard no_grad;
+  TensorList copies;
+  for (const torch::Tensor& tensor : tensors) {
+    copies.push_back(tensor.defined() ? tensor.detach().clone().requires_grad_(tensor.requires_grad())
+                                      : tensor);
+  }
+  return copies;
+}
+
+std::vector<int64_t> versions_of(const TensorList& tensors) {
+  std::vector<int64_t> versions;
+  for (const torch::Tensor& tensor : tensors) {
+    versions.push_back(tensor.defined() && !tensor.is_inference() ? static_cast<int64_t>(tensor._version())
+                                                                  : -1);
+  }
+  return versions;
 }
 
 std::vector<torch::Tensor> distinct_parameters(const torch::nn::Module& module) {
@@ -410,6 +444,295 @@ int64_t optimizer_state_bytes(const std::string& optimizer, const torch::nn::Mod
   return factor * trainable_bytes;
 }
 
+namespace {
+
+// One profiling pass over a chain: the forward of every stage as in a store-all step, the
+// loss, the backward of every stage, then the step-time scale and the fixed bytes.
+class ProfileRun {
+ public:
+  ProfileRun(Chain& chain, const Batch& batch, const LossFunction& loss, const ProfilerOptions& options)
+      : chain_(chain),
+        batch_(batch),
+        loss_(loss),
+        options_(options),
+        probe_(cuda_device_of(batch)),
+        length_(chain.length()),
+        runs_(options.warmup_runs() + options.timed_runs()),
+        graphs_(length_),
+        activations_(length_ + 1) {
+    profile_.model = options.model();
+    profile_.stages.resize(length_);
+    activations_[0] = batch.inputs;
+  }
+
+  ChainProfile run() {
+    for (int i = 0; i < length_; ++i) measure_forward(i);
+    TensorList incoming = measure_loss();
+    for (int i = length_ - 1; i >= 0; --i) incoming = measure_backward(i, std::move(incoming));
+    scale_to_step_time();
+    measure_fixed_bytes();
+    for (int i = 0; i + 1 < length_; ++i) {
+      if (profile_.stages[i].output_bytes != profile_.stages[i + 1].input_bytes) {
+        throw RuntimeError("profile_chain: " + stage_label(chain_, i) + " produced " +
+                           std::to_string(profile_.stages[i].output_bytes) + " bytes but " +
+                           stage_label(chain_, i + 1) + " read " +
+                           std::to_string(profile_.stages[i + 1].input_bytes) + " bytes");
+      }
+    }
+    validate_profile(profile_, "measured profile of " + options_.model());
+    return std::move(profile_);
+  }
+
+ private:
+  double timed(const std::function<void()>& body) {
+    probe_.synchronize();
+    const auto start = Clock::now();
+    body();
+    probe_.synchronize();
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  }
+
+  // Stage i runs on a_i = the outputs of graph i-1, as in a store-all step. Every run but
+  // the measured last one leaves a_i as it found it (a stage may write into it in place).
+  void measure_forward(int i) {
+    StageProfile& stage = profile_.stages[i];
+    stage.name = chain_.stage_name(i);
+    stage.kind = chain_.stage_kind(i);
+    const TensorList& inputs = activations_[i];
+    stage.input_bytes = tensor_bytes(inputs);
+    MemoryPhase phase("forward of stage " + std::to_string(i));
+    MemoryScope scope(MemoryCategory::Activations);
+    const std::string where = "profile_chain: forward of " + stage_label(chain_, i);
+
+    std::vector<double> times;
+    for (int run = 0; run < runs_; ++run) {
+      const double seconds = detail::with_context(where, [&] {
+        return leaving_inputs_unchanged(inputs, [&] {
+          return timed([&] { StageGraph discarded = forward_with_graph(chain_, i, inputs); });
+        });
+      });
+      if (run >= options_.warmup_runs()) times.push_back(seconds);
+    }
+    stage.forward_s = median(times);
+
+    detail::with_context(where, [&] {
+      leaving_inputs_unchanged(inputs, [&] {
+        FlopCounter counter;
+        StageGraph discarded = forward_with_graph(chain_, i, inputs);
+        stage.flops = counter.flops();
+      });
+    });
+
+    int64_t no_grad_temp_bytes = 0;
+    detail::with_context(where + " without grad", [&] {
+      leaving_inputs_unchanged(inputs, [&] {
+        probe_.reset_peak();
+        TensorList output = forward_no_grad(chain_, i, inputs);
+        no_grad_temp_bytes = probe_.peak() - probe_.live();
+      });
+    });
+
+    const std::vector<int64_t> versions = versions_of(inputs);
+    const int64_t before = probe_.live();
+    probe_.reset_peak();
+    graphs_[i] = detail::with_context(where, [&] { return forward_with_graph(chain_, i, inputs); });
+    const int64_t after = probe_.live();
+    const int64_t peak = probe_.peak();
+    stage.output_bytes = tensor_bytes(graphs_[i].outputs.tensors);
+    const int64_t written_bytes = written_input_bytes(inputs, versions, graphs_[i].outputs.tensors);
+    writes_its_input_[i] = versions_of(inputs) != versions;
+    stage.saved_bytes = std::max(after - before + written_bytes, stage.output_bytes);
+    stage.forward_temp_bytes = std::max<int64_t>(peak - after, 0);
+    stage.forward_no_grad_temp_bytes = std::max<int64_t>(no_grad_temp_bytes, 0);
+    activations_[i + 1] = graphs_[i].outputs.tensors;
+  }
+
+  // The simulator gives the Loss op no time of its own: its forward and backward are
+  // charged to the last stage's backward, which like Loss runs exactly once per step.
+  double time_loss() {
+    std::vector<double> times;
+    const TensorList& outputs = activations_[length_];
+    for (int run = 0; run < runs_; ++run) {
+      const double seconds = detail::with_context("profile_chain: the loss function", [&] {
+        return leaving_inputs_unchanged(outputs, [&] {
+          return timed([&] {
+            auto sink_gradients = std::make_shared<TensorList>();
+            auto sink = std::make_shared<detail::GradientSink>(sink_gradients);
+            const TensorList local = detail::make_boundary(outputs, requires_grad_flags(outputs), *sink);
+            torch::AutoGradMode enable_grad(true);
+            torch::Tensor value = loss_(local, batch_.targets);
+            if (value.defined() && value.numel() == 1 && value.requires_grad())
+              torch::autograd::backward({value});
+          });
+        });
+      });
+      if (run >= options_.warmup_runs()) times.push_back(seconds);
+    }
+    return median(times);
+  }
+
+  // Loss, as the Executor runs it: the loss reads a_L through a boundary that collects d_L,
+  // graph L-1 then drops its outputs (what they free is output_droppable_bytes), and the
+  // loss's backward runs; its transients above d_L are loss_temp_bytes. Returns d_L.
+  TensorList measure_loss() {
+    loss_s_ = time_loss();
+    MemoryPhase phase("loss");
+    activations_[length_].clear();
+    StageGraph& last = graphs_[length_ - 1];
+    const size_t output_count = last.outputs.tensors.size();
+    const int64_t before = probe_.live();
+    probe_.reset_peak();
+    auto gradients = std::make_shared<TensorList>();
+    torch::Tensor value;
+    {
+      MemoryScope scope(MemoryCategory::Activations);
+      auto sink = std::make_shared<detail::GradientSink>(gradients);
+      // Only outputs with history take a gradient, as in the Executor's boundary.
+      const TensorList local =
+          detail::make_boundary(last.outputs.tensors, requires_grad_flags(last.outputs.tensors), *sink);
+      torch::AutoGradMode enable_grad(true);
+      value = detail::with_context("profile_chain: the loss function",
+                                   [&] { return loss_(local, batch_.targets); });
+    }
+    if (!value.defined() || value.numel() != 1) {
+      throw RuntimeError("profile_chain: the loss function must return a scalar tensor");
+    }
+    if (!value.requires_grad()) {
+      throw RuntimeError(
+          "profile_chain: the loss does not require grad; the chain has no trainable parameter on the path "
+          "to the loss (check requires_grad of the parameters)");
+    }
+    const int64_t with_outputs = probe_.live();
+    last.outputs.drop();
+    StageProfile& last_stage = profile_.stages[length_ - 1];
+    last_stage.output_droppable_bytes =
+        std::clamp<int64_t>(with_outputs - probe_.live(), 0, last_stage.output_bytes);
+    {
+      MemoryScope scope(MemoryCategory::Gradients);
+      detail::with_context("profile_chain: the backward of the loss function",
+                           [&] { torch::autograd::backward({value}); });
+    }
+    value = torch::Tensor();
+    TensorList incoming = std::move(*gradients);
+    incoming.resize(output_count);
+    profile_.loss_temp_bytes = std::max<int64_t>(probe_.peak() - before - last_stage.output_bytes, 0);
+    return incoming;
+  }
+
+  // Backward(i) on the graph kept by measure_forward; timed on freshly built graphs.
+  TensorList measure_backward(int i, TensorList incoming) {
+    StageProfile& stage = profile_.stages[i];
+    MemoryPhase phase("backward of stage " + std::to_string(i));
+    MemoryScope scope(MemoryCategory::Gradients);
+    const std::string where = "profile_chain: backward of " + stage_label(chain_, i);
+
+    // A stage that writes into its input in place runs its timed graphs on copies: a run
+    // on the kept input would move the version of what the kept graph saved.
+    const TensorList timing_inputs = writes_its_input_[i] ? copies_of(graphs_[i].inputs) : graphs_[i].inputs;
+    std::vector<double> times;
+    for (int run = 0; run < runs_; ++run) {
+      StageGraph fresh;
+      {
+        MemoryScope activations_scope(MemoryCategory::Activations);
+        fresh = detail::with_context("profile_chain: forward of " + stage_label(chain_, i), [&] {
+          return leaving_inputs_unchanged(timing_inputs,
+                                          [&] { return forward_with_graph(chain_, i, timing_inputs); });
+        });
+      }
+      TensorList gradients = incoming;
+      const double seconds = detail::with_context(where, [&] {
+        return timed([&] { TensorList discarded = backward_stage(fresh, std::move(gradients)); });
+      });
+      if (run >= options_.warmup_runs()) times.push_back(seconds);
+    }
+    stage.backward_s = median(times) + (i == length_ - 1 ? loss_s_ : 0.0);
+
+    // Only graph i, d_{i+1} and a_i may hold the step's bytes here, as in the Executor.
+    activations_[i + 1].clear();
+    const int64_t before = probe_.live();
+    probe_.reset_peak();
+    TensorList produced =
+        detail::with_context(where, [&] { return backward_stage(graphs_[i], std::move(incoming)); });
+    const int64_t peak = probe_.peak();
+    graphs_[i] = StageGraph();
+    const int64_t input_gradient_bytes = i > 0 ? stage.input_bytes : 0;
+    // A backward may free part of its graph (an output it does not need) before it
+    // allocates d_i; then the peak stays below before + d_i and the gap is "released".
+    const int64_t excess_bytes = peak - before - input_gradient_bytes;
+    stage.backward_temp_bytes = std::max<int64_t>(excess_bytes, 0);
+    stage.backward_released_bytes =
+        std::min(std::max<int64_t>(-excess_bytes, 0), stage.saved_bytes + stage.output_bytes);
+    if (i == 0) produced.clear();
+    return produced;
+  }
+
+  // Stages timed one at a time run with their inputs and weights hot in cache; a whole
+  // step does not, and measured steps came out 15-20% slower than the sum of the stage
+  // times. Scaling every stage time by (median plain step) / (sum of stage times) keeps
+  // the per-stage proportions and makes the profile predict the time of a real step.
+  void scale_to_step_time() {
+    double stage_sum_s = 0;
+    for (const StageProfile& stage : profile_.stages) stage_sum_s += stage.forward_s + stage.backward_s;
+    TensorList step_inputs;
+    for (const torch::Tensor& input : batch_.inputs) {
+      step_inputs.push_back(input.defined() ? input.detach().requires_grad_(input.requires_grad()) : input);
+    }
+    std::vector<double> times;
+    for (int run = 0; run < runs_; ++run) {
+      const double seconds = detail::with_context("profile_chain: a plain step of the chain", [&] {
+        return leaving_inputs_unchanged(step_inputs, [&] {
+          return timed([&] {
+            torch::AutoGradMode enable_grad(true);
+            torch::Tensor value = loss_(chain_.forward(step_inputs), batch_.targets);
+            torch::autograd::backward({value});
+          });
+        });
+      });
+      if (run >= options_.warmup_runs()) times.push_back(seconds);
+    }
+    const double step_s = median(times);
+    if (stage_sum_s > 0 && step_s > 0) {
+      const double scale = step_s / stage_sum_s;
+      for (StageProfile& stage : profile_.stages) {
+        stage.forward_s *= scale;
+        stage.backward_s *= scale;
+      }
+    }
+  }
+
+  void measure_fixed_bytes() {
+    FixedBytes& fixed = profile_.fixed_breakdown;
+    TensorList held = distinct_parameters(chain_);
+    for (const torch::Tensor& parameter : held) {
+      if (parameter.requires_grad()) {
+        fixed.gradients_bytes += parameter.numel() * static_cast<int64_t>(parameter.element_size());
+      }
+    }
+    for (const torch::Tensor& buffer : chain_.buffers()) held.push_back(buffer);
+    fixed.parameters_bytes = tensor_bytes(held);
+    fixed.optimizer_bytes = options_.optimizer_bytes();
+    TensorList inputs = batch_.inputs;
+    inputs.insert(inputs.end(), batch_.targets.begin(), batch_.targets.end());
+    fixed.inputs_bytes = tensor_bytes(inputs);
+    profile_.fixed_bytes = fixed.total();
+  }
+
+  Chain& chain_;
+  const Batch& batch_;
+  const LossFunction& loss_;
+  const ProfilerOptions& options_;
+  MemoryProbe probe_;
+  const int length_;
+  const int runs_;
+  ChainProfile profile_;
+  std::vector<StageGraph> graphs_;
+  std::vector<TensorList> activations_;
+  std::vector<bool> writes_its_input_ = std::vector<bool>(length_, false);
+  double loss_s_ = 0;
+};
+
+}  // namespace
+
 ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction& loss,
                            const ProfilerOptions& options) {
   if (options.warmup_runs() < 0) {
@@ -428,232 +751,8 @@ ChainProfile profile_chain(Chain& chain, const Batch& batch, const LossFunction&
     throw InvalidArgument("the batch has no input tensors for the chain's first stage");
   if (!loss) throw InvalidArgument("profile_chain needs a loss function");
 
-  MemoryProbe probe(cuda_device_of(batch));
   ModelStateGuard state_guard(chain);
-  const int length = chain.length();
-  const int runs = options.warmup_runs() + options.timed_runs();
-
-  ChainProfile profile;
-  profile.model = options.model();
-  profile.stages.resize(length);
-
-  // Forward: stage i runs on a_i = the outputs of graph i-1, as in a store-all step.
-  std::vector<StageGraph> graphs(length);
-  std::vector<TensorList> activations(length + 1);
-  activations[0] = batch.inputs;
-  for (int i = 0; i < length; ++i) {
-    StageProfile& stage = profile.stages[i];
-    stage.name = chain.stage_name(i);
-    stage.kind = chain.stage_kind(i);
-    stage.input_bytes = tensor_bytes(activations[i]);
-    MemoryPhase phase("forward of stage " + std::to_string(i));
-    MemoryScope scope(MemoryCategory::Activations);
-
-    std::vector<double> times;
-    for (int run = 0; run < runs; ++run) {
-      probe.synchronize();
-      const auto start = Clock::now();
-      StageGraph discarded = forward_with_graph(chain, i, activations[i]);
-      probe.synchronize();
-      if (run >= options.warmup_runs())
-        times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-    }
-    stage.forward_s = median(times);
-
-    {
-      FlopCounter counter;
-      StageGraph discarded = forward_with_graph(chain, i, activations[i]);
-      stage.flops = counter.flops();
-    }
-
-    int64_t no_grad_temp_bytes = 0;
-    {
-      probe.reset_peak();
-      TensorList output = forward_no_grad(chain, i, activations[i]);
-      no_grad_temp_bytes = probe.peak() - probe.live();
-    }
-
-    const int64_t before = probe.live();
-    probe.reset_peak();
-    graphs[i] = forward_with_graph(chain, i, activations[i]);
-    const int64_t after = probe.live();
-    const int64_t peak = probe.peak();
-    stage.output_bytes = tensor_bytes(graphs[i].outputs.tensors);
-    stage.saved_bytes = std::max(after - before, stage.output_bytes);
-    stage.forward_temp_bytes = std::max<int64_t>(peak - after, 0);
-    stage.forward_no_grad_temp_bytes = std::max<int64_t>(no_grad_temp_bytes, 0);
-    activations[i + 1] = graphs[i].outputs.tensors;
-  }
-
-  // The simulator gives the Loss op no time of its own: its forward and backward are
-  // charged to the last stage's backward, which like Loss runs exactly once per step.
-  double loss_s = 0;
-  {
-    std::vector<double> times;
-    for (int run = 0; run < runs; ++run) {
-      TensorList outputs = local_inputs(activations[length]);
-      probe.synchronize();
-      const auto start = Clock::now();
-      {
-        torch::AutoGradMode enable_grad(true);
-        torch::Tensor value = loss(outputs, batch.targets);
-        if (value.defined() && value.numel() == 1 && value.requires_grad())
-          torch::autograd::backward({value});
-      }
-      probe.synchronize();
-      if (run >= options.warmup_runs())
-        times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-    }
-    loss_s = median(times);
-  }
-
-  // Loss, as the Executor runs it: the loss reads a_L through a boundary that collects d_L,
-  // graph L-1 then drops its outputs (what they free is output_droppable_bytes), and the
-  // loss's backward runs; its transients above d_L are loss_temp_bytes.
-  TensorList incoming;
-  {
-    MemoryPhase phase("loss");
-    activations[length].clear();
-    StageGraph& last = graphs[length - 1];
-    const size_t output_count = last.outputs.tensors.size();
-    const int64_t before = probe.live();
-    probe.reset_peak();
-    auto gradients = std::make_shared<TensorList>();
-    torch::Tensor value;
-    {
-      MemoryScope scope(MemoryCategory::Activations);
-      auto sink = std::make_shared<detail::GradientSink>(gradients);
-      // Only outputs with history take a gradient, as in the Executor's boundary.
-      std::vector<char> needs_grad;
-      for (const torch::Tensor& output : last.outputs.tensors)
-        needs_grad.push_back(output.defined() && output.requires_grad());
-      const TensorList local = detail::make_boundary(last.outputs.tensors, needs_grad, *sink);
-      torch::AutoGradMode enable_grad(true);
-      value = loss(local, batch.targets);
-    }
-    if (!value.defined() || value.numel() != 1) {
-      throw RuntimeError("profile_chain: the loss function must return a scalar tensor");
-    }
-    if (!value.requires_grad()) {
-      throw RuntimeError(
-          "profile_chain: the loss does not require grad; the chain has no trainable parameter on the path "
-          "to the loss (check requires_grad of the parameters)");
-    }
-    const int64_t with_outputs = probe.live();
-    last.outputs.drop();
-    StageProfile& last_stage = profile.stages[length - 1];
-    last_stage.output_droppable_bytes =
-        std::clamp<int64_t>(with_outputs - probe.live(), 0, last_stage.output_bytes);
-    {
-      MemoryScope scope(MemoryCategory::Gradients);
-      torch::autograd::backward({value});
-    }
-    value = torch::Tensor();
-    incoming = std::move(*gradients);
-    incoming.resize(output_count);
-    profile.loss_temp_bytes = std::max<int64_t>(probe.peak() - before - last_stage.output_bytes, 0);
-  }
-
-  // Backward: Backward(L-1) .. Backward(0) on the graphs kept above.
-  for (int i = length - 1; i >= 0; --i) {
-    StageProfile& stage = profile.stages[i];
-    MemoryPhase phase("backward of stage " + std::to_string(i));
-    MemoryScope scope(MemoryCategory::Gradients);
-
-    std::vector<double> times;
-    for (int run = 0; run < runs; ++run) {
-      StageGraph fresh;
-      {
-        MemoryScope activations_scope(MemoryCategory::Activations);
-        fresh = forward_with_graph(chain, i, graphs[i].inputs);
-      }
-      TensorList gradients = incoming;
-      probe.synchronize();
-      const auto start = Clock::now();
-      TensorList discarded = backward_stage(fresh, std::move(gradients));
-      probe.synchronize();
-      if (run >= options.warmup_runs())
-        times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-    }
-    stage.backward_s = median(times) + (i == length - 1 ? loss_s : 0.0);
-
-    // Only graph i, d_{i+1} and a_i may hold the step's bytes here, as in the Executor.
-    activations[i + 1].clear();
-    const int64_t before = probe.live();
-    probe.reset_peak();
-    TensorList produced = backward_stage(graphs[i], std::move(incoming));
-    const int64_t peak = probe.peak();
-    graphs[i] = StageGraph();
-    const int64_t input_gradient_bytes = i > 0 ? stage.input_bytes : 0;
-    // A backward may free part of its graph (an output it does not need) before it
-    // allocates d_i; then the peak stays below before + d_i and the gap is "released".
-    const int64_t excess_bytes = peak - before - input_gradient_bytes;
-    stage.backward_temp_bytes = std::max<int64_t>(excess_bytes, 0);
-    stage.backward_released_bytes =
-        std::min(std::max<int64_t>(-excess_bytes, 0), stage.saved_bytes + stage.output_bytes);
-    incoming = std::move(produced);
-  }
-  incoming.clear();
-
-  // Stages timed one at a time run with their inputs and weights hot in cache; a whole
-  // step does not, and measured steps came out 15-20% slower than the sum of the stage
-  // times. Scaling every stage time by (median plain step) / (sum of stage times) keeps
-  // the per-stage proportions and makes the profile predict the time of a real step.
-  {
-    double stage_sum_s = 0;
-    for (const StageProfile& stage : profile.stages) stage_sum_s += stage.forward_s + stage.backward_s;
-    TensorList step_inputs;
-    for (const torch::Tensor& input : batch.inputs) {
-      step_inputs.push_back(input.defined() ? input.detach().requires_grad_(input.requires_grad()) : input);
-    }
-    std::vector<double> times;
-    for (int run = 0; run < runs; ++run) {
-      probe.synchronize();
-      const auto start = Clock::now();
-      {
-        torch::AutoGradMode enable_grad(true);
-        torch::Tensor value = loss(chain.forward(step_inputs), batch.targets);
-        torch::autograd::backward({value});
-      }
-      probe.synchronize();
-      if (run >= options.warmup_runs())
-        times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-    }
-    const double step_s = median(times);
-    if (stage_sum_s > 0 && step_s > 0) {
-      const double scale = step_s / stage_sum_s;
-      for (StageProfile& stage : profile.stages) {
-        stage.forward_s *= scale;
-        stage.backward_s *= scale;
-      }
-    }
-  }
-
-  FixedBytes& fixed = profile.fixed_breakdown;
-  TensorList held = distinct_parameters(chain);
-  for (const torch::Tensor& parameter : held) {
-    if (parameter.requires_grad()) {
-      fixed.gradients_bytes += parameter.numel() * static_cast<int64_t>(parameter.element_size());
-    }
-  }
-  for (const torch::Tensor& buffer : chain.buffers()) held.push_back(buffer);
-  fixed.parameters_bytes = tensor_bytes(held);
-  fixed.optimizer_bytes = options.optimizer_bytes();
-  TensorList inputs = batch.inputs;
-  inputs.insert(inputs.end(), batch.targets.begin(), batch.targets.end());
-  fixed.inputs_bytes = tensor_bytes(inputs);
-  profile.fixed_bytes = fixed.total();
-
-  for (int i = 0; i + 1 < length; ++i) {
-    if (profile.stages[i].output_bytes != profile.stages[i + 1].input_bytes) {
-      throw RuntimeError("profile_chain: " + stage_label(chain, i) + " produced " +
-                         std::to_string(profile.stages[i].output_bytes) + " bytes but " +
-                         stage_label(chain, i + 1) + " read " +
-                         std::to_string(profile.stages[i + 1].input_bytes) + " bytes");
-    }
-  }
-  validate_profile(profile, "measured profile of " + options.model());
-  return profile;
+  return ProfileRun(chain, batch, loss, options).run();
 }
 
 }  // namespace memento
