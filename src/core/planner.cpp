@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "memento/core/budget.h"
 #include "memento/core/error.h"
 #include "memento/core/simulate.h"
 #include "planners.h"
@@ -78,6 +79,16 @@ Plan finish_plan(const std::string& planner, const ChainProfile& profile, const 
   plan.min_feasible_budget_bytes = min_feasible_budget_bytes;
   plan.schedule = std::move(schedule);
   return plan;
+}
+
+void require_feasible(const Plan& plan) {
+  if (plan.feasible) return;
+  auto bytes = [](int64_t value) { return format_bytes(value) + " (" + std::to_string(value) + " B)"; };
+  throw InvalidArgument("plan of planner " + plan.planner + " is infeasible: its budget " +
+                        bytes(plan.budget_bytes) + " is below the least it fits, " +
+                        bytes(plan.min_feasible_budget_bytes) +
+                        " (Plan::min_feasible_budget_bytes), so it has no schedule; raise "
+                        "PlannerOptions' budget_bytes to at least that, or choose another planner");
 }
 
 nlohmann::json plan_to_json(const Plan& plan) {

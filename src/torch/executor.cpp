@@ -16,6 +16,8 @@
 #include "memento/core/simulate.h"
 #include "memento/torch/memory.h"
 #include "replay_state.h"
+#include "stage_errors.h"
+#include "write_watch.h"
 
 namespace memento {
 
@@ -70,7 +72,7 @@ struct Executor::State {
   };
 
   int length = 0;
-  const Batch* batch = nullptr;
+  Batch batch;
   Clock::time_point start;
   StepResult result;
   std::vector<std::optional<TensorList>> stored;     // a_0 .. a_L (a_0 always set)
@@ -80,14 +82,101 @@ struct Executor::State {
   std::vector<int> forward_count;
   std::vector<std::vector<detail::TensorSignature>> signatures;
   std::vector<std::optional<detail::RngSnapshot>> rng;  // before each stage's first forward
+  // Op indices of the ops that read a_i (stage i's forwards; the Loss for a_L) and of those
+  // that produce it anew (stage i-1's forwards): an a_i read again must survive in-place writes.
+  std::vector<std::vector<int>> reads;
+  std::vector<std::vector<int>> produces;
+  bool hooked = false;  // hooks may recompute from any available activation at any time
+  // A PlannedChain's step: stage 0 reads its inputs through a boundary too, and d_0 goes
+  // back to the caller's graph instead of the inputs' .grad().
+  bool in_caller_graph = false;
+  TensorList input_gradients;
+  size_t output_count = 0;  // tensors in a_L, set when the Loss (or the hand-out) reads it
 
   bool graph_holds_output(int i) const { return i > 0 && graphs[i - 1] && !graphs[i - 1]->outputs.dropped(); }
+  // A stored copy comes first: after a stage wrote into a_i in place, stored[i] holds the
+  // values a_i had (copy-on-write) while graph i-1's output holds the written ones.
   const TensorList& activation(int i) const {
-    if (graph_holds_output(i)) return graphs[i - 1]->outputs.tensors;
-    return *stored[i];
+    if (stored[i]) return *stored[i];
+    return graphs[i - 1]->outputs.tensors;
+  }
+
+  void index_reads(const Schedule& schedule) {
+    reads.assign(length + 1, {});
+    produces.assign(length + 1, {});
+    for (int k = 0; k < static_cast<int>(schedule.size()); ++k) {
+      const Op& op = schedule[k];
+      if (op.is_forward()) {
+        reads[op.stage].push_back(k);
+        produces[op.stage + 1].push_back(k);
+      } else if (op.kind == OpKind::Loss) {
+        reads[length].push_back(k);
+      }
+    }
+  }
+
+  // Whether a_i as it is before op `op_index` is read by a later op (before it is produced anew).
+  bool read_later(int i, int op_index) const {
+    const std::vector<int>& r = reads[i];
+    const auto next_read = std::upper_bound(r.begin(), r.end(), op_index);
+    if (next_read == r.end()) return false;
+    const std::vector<int>& p = produces[i];
+    const auto next_produce = std::lower_bound(p.begin(), p.end(), op_index);
+    return next_produce == p.end() || *next_produce >= *next_read;
   }
 };
 
+// The end of a PlannedChain's forward in the caller's graph: the handed-out a_L leads here,
+// and its backward runs the schedule's ops after Loss with the gradients the caller's
+// backward delivers, then passes d_0 on to the inputs.
+class Executor::CallerGraphBackward : public torch::autograd::Node {
+ public:
+  CallerGraphBackward(torch::autograd::edge_list&& next_edges, std::shared_ptr<Executor> executor,
+                      std::unique_ptr<State> state, Schedule schedule, int loss_index)
+      : Node(std::move(next_edges)),
+        executor_(std::move(executor)),
+        state_(std::move(state)),
+        schedule_(std::move(schedule)),
+        loss_index_(loss_index) {}
+
+  std::string name() const override { return "memento::PlannedChainBackward"; }
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& gradients) override {
+    if (!state_) {
+      throw RuntimeError(
+          "PlannedChain: a second backward through the same forward; each forward's backward runs once "
+          "(retain_graph is not supported): run forward again");
+    }
+    if (torch::GradMode::is_enabled()) {
+      throw RuntimeError(
+          "PlannedChain: backward with create_graph=true (double backward) is not supported; run the chain "
+          "without a plan for higher-order gradients");
+    }
+    if (executor_->state_) {
+      throw RuntimeError("PlannedChain: backward ran while its executor was inside another step");
+    }
+    executor_->state_ = std::move(state_);
+    struct Reset {
+      std::unique_ptr<State>& state;
+      ~Reset() { state.reset(); }
+    } reset{executor_->state_};
+    State& s = *executor_->state_;
+    gradients.resize(s.output_count);
+    s.gradients[s.length] = std::move(gradients);
+    executor_->run_ops(schedule_, loss_index_ + 1, static_cast<int>(schedule_.size()));
+    TensorList input_gradients = std::move(s.input_gradients);
+    input_gradients.resize(num_outputs());
+    return input_gradients;
+  }
+
+  void release_variables() override { state_.reset(); }
+
+ private:
+  std::shared_ptr<Executor> executor_;
+  std::unique_ptr<State> state_;
+  Schedule schedule_;
+  int loss_index_;
+};
 Executor::Executor(std::shared_ptr<Chain> chain, LossFunction loss)
     : chain_(std::move(chain)), loss_(std::move(loss)) {
   if (!chain_) throw InvalidArgument("Executor needs a chain, got a null pointer");
@@ -179,8 +268,10 @@ void Executor::shrink_graph(int stage) {
                         ": its outputs were dropped after the loss; evict the whole graph instead");
   }
   // Detached, the output no longer holds the stage's autograd history, so dropping the
-  // graph frees every saved tensor except the output's own storage.
-  TensorList outputs = detail::detach_all(s.graphs[stage]->outputs.tensors);
+  // graph frees every saved tensor except the output's own storage. A stored copy made
+  // when a later stage wrote into the output in place already holds the right values.
+  TensorList outputs =
+      s.stored[stage + 1] ? *s.stored[stage + 1] : detail::detach_all(s.graphs[stage]->outputs.tensors);
   s.graphs[stage].reset();
   s.stored[stage + 1] = std::move(outputs);
 }
@@ -220,35 +311,25 @@ void Executor::fire(bool after, const Op& op, int op_index, bool recompute) {
   }
 }
 
-StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
+void Executor::begin_state(const Schedule& schedule, Batch batch, bool in_caller_graph) {
   if (state_) throw RuntimeError("Executor::step called from inside a running step (from a hook?)");
   const int length = chain_->length();
   if (batch.inputs.empty())
     throw InvalidArgument("the batch has no input tensors for the chain's first stage");
-
-  // The simulator is the contract: a schedule it rejects never starts, so a bad schedule
-  // cannot leave half-accumulated gradients behind. Unit sizes suffice for the checks.
-  {
-    ChainProfile unit;
-    unit.model = "executor check";
-    for (int i = 0; i < length; ++i) {
-      StageProfile stage;
-      stage.name = chain_->stage_name(i);
-      stage.input_bytes = stage.output_bytes = stage.saved_bytes = 1;
-      unit.stages.push_back(stage);
-    }
-    simulate(unit, schedule);
+  if (schedule.empty()) {
+    throw InvalidArgument(
+        "the schedule is empty; an infeasible Plan has no schedule: check Plan::feasible and "
+        "Plan::min_feasible_budget_bytes before running it, or pass the Plan itself to Executor::step");
   }
-
-  MemoryTracker& tracker = MemoryTracker::instance();
+  // The simulator is the contract: a schedule it rejects never starts, so a bad schedule
+  // cannot leave half-accumulated gradients behind.
+  check_schedule(*chain_, schedule);
   state_ = std::make_unique<State>();
-  struct Reset {
-    std::unique_ptr<State>& state;
-    ~Reset() { state.reset(); }
-  } reset{state_};
   State& s = *state_;
   s.length = length;
-  s.batch = &batch;
+  s.batch = std::move(batch);
+  s.in_caller_graph = in_caller_graph;
+  s.hooked = !hooks_.empty();
   s.stored.assign(length + 1, std::nullopt);
   s.graphs.assign(length, std::nullopt);
   s.gradients.assign(length + 1, std::nullopt);
@@ -256,20 +337,35 @@ StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
   s.forward_count.assign(length, 0);
   s.signatures.assign(length, {});
   s.rng.assign(length, std::nullopt);
-  s.stored[0] = batch.inputs;
-  for (const torch::Tensor& input : batch.inputs)
+  s.index_reads(schedule);
+  s.stored[0] = s.batch.inputs;
+  for (const torch::Tensor& input : s.batch.inputs)
     s.needs_grad[0].push_back(input.defined() && input.requires_grad());
+}
 
-  s.result.start_bytes = tracker.live_bytes();
-  tracker.reset_peak();
-  s.start = Clock::now();
-  for (int index = 0; index < static_cast<int>(schedule.size()); ++index) {
+void Executor::run_ops(const Schedule& schedule, int first, int end) {
+  State& s = state();
+  for (int index = first; index < end; ++index) {
     const Op& op = schedule[index];
     const bool again = op.is_forward() && s.forward_count[op.stage] > 0;
     fire(false, op, index, again);
     run_op(op, index);
     fire(true, op, index, again);
   }
+}
+
+StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
+  MemoryTracker& tracker = MemoryTracker::instance();
+  begin_state(schedule, batch, /*in_caller_graph=*/false);
+  struct Reset {
+    std::unique_ptr<State>& state;
+    ~Reset() { state.reset(); }
+  } reset{state_};
+  State& s = *state_;
+  s.result.start_bytes = tracker.live_bytes();
+  tracker.reset_peak();
+  s.start = Clock::now();
+  run_ops(schedule, 0, static_cast<int>(schedule.size()));
   // Whatever a hook left behind (a recomputed copy nobody freed) goes with the step.
   s.stored.clear();
   s.graphs.clear();
@@ -281,6 +377,45 @@ StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
   state_.reset();
   result.end_bytes = tracker.live_bytes();
   return result;
+}
+
+StepResult Executor::step(const Plan& plan, const Batch& batch) {
+  require_feasible(plan);
+  if (!plan.runtime_policy.empty()) {
+    throw InvalidArgument("plan of planner " + plan.planner + " decides at run time (runtime_policy \"" +
+                          plan.runtime_policy + "\"); run it with PlanRunner, which installs that policy");
+  }
+  return step(plan.schedule, batch);
+}
+
+TensorList Executor::forward_in_caller_graph(const std::shared_ptr<Executor>& self, const Schedule& schedule,
+                                             const TensorList& inputs) {
+  const auto loss_at = std::find(schedule.begin(), schedule.end(), Op::loss());
+  begin_state(schedule, Batch{inputs, {}}, /*in_caller_graph=*/true);
+  struct Reset {
+    std::unique_ptr<State>& state;
+    ~Reset() { state.reset(); }
+  } reset{state_};
+  State& s = *state_;
+  s.start = Clock::now();
+  const int loss_index = static_cast<int>(loss_at - schedule.begin());
+  run_ops(schedule, 0, loss_index);
+  if (!available(s.length)) recompute(s.length);
+
+  torch::autograd::edge_list next_edges;
+  for (const torch::Tensor& input : inputs) {
+    const bool wants_grad = input.defined() && input.requires_grad();
+    next_edges.push_back(wants_grad ? torch::autograd::impl::gradient_edge(input) : torch::autograd::Edge());
+  }
+  const TensorList outputs = s.activation(s.length);
+  const std::vector<char> needs_grad = s.needs_grad[s.length];
+  s.output_count = outputs.size();
+  // As after the Loss op: the last graph keeps only where d_L enters it; the caller's
+  // tensors hold the outputs' storage as long as the caller's graph needs them.
+  if (s.graphs[s.length - 1]) s.graphs[s.length - 1]->outputs.drop();
+  auto node = std::make_shared<CallerGraphBackward>(std::move(next_edges), self, std::move(state_), schedule,
+                                                    loss_index);
+  return detail::make_boundary(outputs, needs_grad, *node);
 }
 
 void Executor::run_op(const Op& op, int op_index) {
@@ -311,12 +446,52 @@ void Executor::run_op(const Op& op, int op_index) {
   }
 }
 
+// The activations a later op reads again, which stage `stage`'s forward must leave as they
+// are. With hooks (or on demand) any activation still available afterwards may be read.
+std::vector<int> Executor::guarded_activations(int stage, OpKind kind, int op_index) const {
+  const State& s = state();
+  std::vector<int> guarded;
+  const bool any_time = s.hooked || op_index < 0;
+  for (int m = 0; m <= s.length; ++m) {
+    if (m == stage + 1 || !available(m)) continue;  // a_{i+1} is produced anew by this op
+    if (any_time) {
+      const bool dropped =
+          m == stage && kind == OpKind::ForwardNoGrad && stage > 0 && !s.graph_holds_output(stage);
+      if (!dropped) guarded.push_back(m);
+    } else if (s.read_later(m, op_index)) {
+      guarded.push_back(m);
+    }
+  }
+  return guarded;
+}
+
+void Executor::check_recomputed_outputs(int stage, const TensorList& outputs) const {
+  const State& s = state();
+  const std::vector<detail::TensorSignature>& first = s.signatures[stage];
+  if (outputs.size() != first.size()) {
+    throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
+                       "\") returned " + std::to_string(outputs.size()) + " tensors when recomputed but " +
+                       std::to_string(first.size()) +
+                       " in its first run; a stage must be deterministic in shape");
+  }
+  for (size_t k = 0; k < first.size(); ++k) {
+    const detail::TensorSignature now = detail::TensorSignature::of(outputs[k]);
+    if (!(now == first[k])) {
+      throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
+                         "\") output " + std::to_string(k) + " is " + now.str() +
+                         " when recomputed but was " + first[k].str() +
+                         " in its first run; a stage must be deterministic in shape, dtype and device");
+    }
+  }
+}
+
 void Executor::run_forward(int stage, OpKind kind, int op_index) {
   State& s = state();
   const bool with_graph = kind == OpKind::ForwardWithGraph;
-  const std::string where = op_index >= 0
-                                ? "op " + std::to_string(op_index) + " (" + to_string(Op{kind, stage}) + ")"
-                                : "on-demand " + to_string(Op{kind, stage});
+  const std::string where =
+      (op_index >= 0 ? "op " + std::to_string(op_index) + " (" + to_string(Op{kind, stage}) + ")"
+                     : "on-demand " + to_string(Op{kind, stage})) +
+      ", stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) + "\")";
   if (with_graph && s.graphs[stage]) {
     throw ScheduleError(where + ": the graph of stage " + std::to_string(stage) + " is already alive");
   }
@@ -324,17 +499,25 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
   const TensorList inputs = s.activation(stage);
   if (!recomputing) s.rng[stage] = detail::RngSnapshot::capture(inputs);
 
+  const std::vector<int> guarded = guarded_activations(stage, kind, op_index);
+  std::optional<detail::WriteWatch> watch;
+  if (!guarded.empty()) {
+    TensorList tensors;
+    for (int m : guarded) tensors.insert(tensors.end(), s.activation(m).begin(), s.activation(m).end());
+    watch.emplace(tensors);
+  }
+
   const auto start = Clock::now();
   TensorList outputs;
   std::optional<State::Graph> graph;
   {
     MemoryScope scope(MemoryCategory::Activations);
     detail::RngReplayGuard rng(recomputing && s.rng[stage] ? &*s.rng[stage] : nullptr);
-    std::optional<detail::RunningStatsGuard> running_stats;
-    if (recomputing) running_stats.emplace(&chain_->stage(stage));
+    std::optional<detail::StateRestoreGuard> running_stats;
+    if (recomputing) running_stats.emplace(detail::running_statistics(&chain_->stage(stage)));
     if (with_graph) {
       graph.emplace();
-      if (stage == 0) {
+      if (stage == 0 && !s.in_caller_graph) {
         // The real inputs: their gradients reach .grad() (or the user's graph) as in plain autograd.
         graph->inputs = inputs;
       } else {
@@ -343,11 +526,11 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
         graph->inputs = detail::make_boundary(inputs, s.needs_grad[stage], *boundary);
       }
       torch::AutoGradMode enable_grad(true);
-      outputs = chain_->forward_stage(stage, graph->inputs);
+      outputs = detail::with_context(where, [&] { return chain_->forward_stage(stage, graph->inputs); });
     } else {
       torch::NoGradGuard no_grad;
       const TensorList detached = detail::detach_all(inputs);
-      outputs = chain_->forward_stage(stage, detached);
+      outputs = detail::with_context(where, [&] { return chain_->forward_stage(stage, detached); });
       // Which outputs the next stage reads with grad: a graph run says exactly (below);
       // without one, any differentiable tensor except a pass-through of a no-grad input.
       if (s.needs_grad[stage + 1].empty()) {
@@ -366,30 +549,15 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
     }
   }
   const double forward_s = seconds_since(start);
+  if (watch) keep_pristine(guarded, *watch, where);
 
-  std::vector<detail::TensorSignature> signature;
-  signature.reserve(outputs.size());
-  for (const torch::Tensor& output : outputs) signature.push_back(detail::TensorSignature::of(output));
   if (!recomputing) {
-    s.signatures[stage] = std::move(signature);
+    s.signatures[stage].clear();
+    for (const torch::Tensor& output : outputs)
+      s.signatures[stage].push_back(detail::TensorSignature::of(output));
     if (s.rng[stage] && s.rng[stage]->unchanged()) s.rng[stage].reset();  // draws no random numbers
   } else {
-    const std::vector<detail::TensorSignature>& first = s.signatures[stage];
-    if (signature.size() != first.size()) {
-      throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
-                         "\") returned " + std::to_string(signature.size()) +
-                         " tensors when recomputed but " + std::to_string(first.size()) +
-                         " in its first run; a stage must be deterministic in shape");
-    }
-    for (size_t k = 0; k < first.size(); ++k) {
-      if (!(signature[k] == first[k])) {
-        throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
-                           "\") output " + std::to_string(k) + " is " + signature[k].str() +
-                           " when recomputed but was " + first[k].str() +
-                           " in its first run; a stage must be deterministic in shape, dtype "
-                           "and device");
-      }
-    }
+    check_recomputed_outputs(stage, outputs);
     ++s.result.recompute_count;
     s.result.recompute_s += forward_s;
   }
@@ -410,46 +578,75 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
   }
 }
 
+// After a forward that wrote into guarded activations in place: each of them reads the
+// copy of its storage made before the first write (their own tensors, and any graph output
+// among them, hold the written values, as in plain autograd).
+void Executor::keep_pristine(const std::vector<int>& guarded, const detail::WriteWatch& watch,
+                             const std::string& where) {
+  State& s = state();
+  if (!watch.unseen_writes().empty()) {
+    throw RuntimeError(where +
+                       " modified a stored activation in place without an operator memento can see (a write "
+                       "through data_ptr()?), and a later op reads it again; write the stage out of place");
+  }
+  if (!watch.copied()) return;
+  for (int m : guarded) {
+    const TensorList& now = s.activation(m);
+    TensorList pristine = watch.pristine(now);
+    bool changed = false;
+    for (size_t k = 0; k < now.size(); ++k) {
+      if (!now[k].defined() || pristine[k].unsafeGetTensorImpl() == now[k].unsafeGetTensorImpl()) continue;
+      changed = true;
+      if (m == 0 && now[k].requires_grad()) {
+        throw RuntimeError(where + " modifies model input " + std::to_string(k) +
+                           " in place, and that input requires grad; plain autograd refuses this for a leaf "
+                           "too: write the stage out of place, or pass the input without requires_grad");
+      }
+    }
+    if (changed) s.stored[m] = std::move(pristine);
+  }
+}
+
 void Executor::run_loss(int op_index) {
   State& s = state();
   const int length = s.length;
-  const size_t output_count = s.activation(length).size();
+  s.output_count = s.activation(length).size();
   auto gradients = std::make_shared<TensorList>();
   torch::Tensor loss;
+  const std::string where = "op " + std::to_string(op_index) + " (L), the loss function";
   {
     MemoryScope scope(MemoryCategory::Activations);
     auto boundary = std::make_shared<detail::GradientSink>(gradients);
     const TensorList local = detail::make_boundary(s.activation(length), s.needs_grad[length], *boundary);
     torch::AutoGradMode enable_grad(true);
-    loss = loss_(local, s.batch->targets);
+    loss = detail::with_context(where, [&] { return loss_(local, s.batch.targets); });
   }
   // Before the loss's backward, as plain autograd: what the loss saved of a_L stays.
   if (s.graphs[length - 1]) s.graphs[length - 1]->outputs.drop();
   if (!loss.defined() || loss.numel() != 1) {
-    throw RuntimeError("op " + std::to_string(op_index) +
-                       " (L): the loss function must return a scalar tensor");
+    throw RuntimeError(where + " must return a scalar tensor");
   }
   s.result.loss = loss.item<double>();
   if (!loss.requires_grad()) {
-    throw RuntimeError(
-        "op " + std::to_string(op_index) +
-        " (L): the loss does not require grad; the chain has no trainable parameter on the path "
-        "to the loss (check requires_grad of the parameters)");
+    throw RuntimeError(where +
+                       ": the loss does not require grad; the chain has no trainable parameter on the path "
+                       "to the loss (check requires_grad of the parameters)");
   }
   {
     MemoryScope scope(MemoryCategory::Gradients);
-    torch::autograd::backward({loss});
+    detail::with_context(where + " (its backward)", [&] { torch::autograd::backward({loss}); });
   }
   loss = torch::Tensor();
-  gradients->resize(output_count);
+  gradients->resize(s.output_count);
   s.gradients[length] = std::move(*gradients);
 }
 
 void Executor::run_backward(int stage, int op_index) {
   State& s = state();
+  const std::string where = "op " + std::to_string(op_index) + " (B" + std::to_string(stage) + "), stage " +
+                            std::to_string(stage) + " (\"" + chain_->stage_name(stage) + "\")";
   if (!s.gradients[stage + 1]) {
-    throw ScheduleError("op " + std::to_string(op_index) + " (B" + std::to_string(stage) +
-                        "): the gradient of a_" + std::to_string(stage + 1) + " does not exist");
+    throw ScheduleError(where + ": the gradient of a_" + std::to_string(stage + 1) + " does not exist");
   }
   if (!s.graphs[stage]) {
     // A hook evicted the graph: rebuild it on demand.
@@ -468,14 +665,31 @@ void Executor::run_backward(int stage, int op_index) {
 
   {
     MemoryScope scope(MemoryCategory::Gradients);
-    graph.outputs.run_backward(incoming);
+    detail::with_context(where, [&] { graph.outputs.run_backward(incoming); });
   }
-  if (stage > 0) {
+  if (stage > 0 || s.in_caller_graph) {
     TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};
     d.resize(graph.inputs.size());
-    s.gradients[stage] = std::move(d);
-    s.stored[stage].reset();
+    if (stage > 0) {
+      s.gradients[stage] = std::move(d);
+      s.stored[stage].reset();
+    } else {
+      s.input_gradients = std::move(d);
+    }
   }
+}
+
+void check_schedule(const Chain& chain, const Schedule& schedule) {
+  // Unit sizes suffice: the checks are about which ops may follow which.
+  ChainProfile unit;
+  unit.model = "executor check";
+  for (int i = 0; i < chain.length(); ++i) {
+    StageProfile stage;
+    stage.name = chain.stage_name(i);
+    stage.input_bytes = stage.output_bytes = stage.saved_bytes = 1;
+    unit.stages.push_back(stage);
+  }
+  simulate(unit, schedule);
 }
 
 StepResult plain_step(Chain& chain, const LossFunction& loss_function, const Batch& batch) {

@@ -9,11 +9,7 @@ namespace memento {
 
 PlanRunner::PlanRunner(Executor& executor, Plan plan, ChainProfile profile)
     : executor_(executor), plan_(std::move(plan)), profile_(std::move(profile)) {
-  if (!plan_.feasible) {
-    throw InvalidArgument("planner " + plan_.planner +
-                          " found no schedule within the budget; raise the budget to at least " +
-                          std::to_string(plan_.min_feasible_budget_bytes) + " bytes");
-  }
+  require_feasible(plan_);
   if (profile_.length() != executor_.chain().length()) {
     throw InvalidArgument("the plan's profile has " + std::to_string(profile_.length()) +
                           " stages but the executor's chain has " +

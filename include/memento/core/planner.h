@@ -102,6 +102,16 @@ std::unique_ptr<Planner> make_planner(const std::string& name);
 Plan finish_plan(const std::string& planner, const ChainProfile& profile, const PlannerOptions& options,
                  Schedule schedule, double solve_time_s, int64_t min_feasible_budget_bytes);
 
+/// Throws InvalidArgument when `plan` is infeasible (it has no schedule), saying its
+/// budget, its `min_feasible_budget_bytes` and that the budget must be raised. Every API
+/// that executes a Plan calls it first.
+///
+/// Example:
+/// \code
+///   memento::require_feasible(plan);  // "plan of planner optimal is infeasible: ..."
+/// \endcode
+void require_feasible(const Plan& plan);
+
 /// Plan for an infeasible budget: feasible == false, empty schedule.
 Plan infeasible_plan(const std::string& planner, const PlannerOptions& options, double solve_time_s,
                      int64_t min_feasible_budget_bytes);

@@ -14,6 +14,18 @@
 /// dropout recomputes bit-identically; module buffers (BatchNorm running statistics) are
 /// restored after every recomputation so they are updated once per step.
 ///
+/// In-place ops. A stage may modify its input in place (`ReLU(inplace)`, in-place
+/// `Dropout`, `x.mul_(2)`, `x += h`): when a later op reads that input again (a checkpoint
+/// recomputed from, a stored activation), the Executor copies the input's storage aside at
+/// the first write into it (copy-on-write, seen at the operator's start) and the later op
+/// reads the copy, so gradients stay those of plain autograd for every schedule. Where
+/// nothing reads the input again (store-all) the write goes through as in plain autograd,
+/// at no cost. A write memento cannot see (through `data_ptr()`) that moved the version
+/// counter raises RuntimeError naming the stage.
+///
+/// Errors raised inside a stage (LibTorch's or the user's) come out as one RuntimeError
+/// line naming the op and the stage.
+///
 /// Example:
 /// \code
 ///   memento::Executor executor(chain, loss_function);
@@ -37,13 +49,19 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "memento/core/planner.h"
 #include "memento/core/schedule.h"
 #include "memento/torch/chain.h"
 
 namespace memento {
+
+namespace detail {
+class WriteWatch;
+}
 
 /// What one executed step measured.
 struct StepResult {
@@ -87,6 +105,10 @@ class Executor {
   /// dtype or device from its first run.
   StepResult step(const Schedule& schedule, const Batch& batch);
 
+  /// Runs the schedule of a static `plan`. Throws InvalidArgument when the plan is
+  /// infeasible (see require_feasible) or names a run-time policy (run it with PlanRunner).
+  StepResult step(const Plan& plan, const Batch& batch);
+
   /// Installs hooks for the following steps (replaces all earlier ones).
   void set_hooks(ExecutorHooks hooks);
   /// Adds a set of hooks beside the installed ones (a policy and an observer, e.g. DTR's
@@ -121,9 +143,19 @@ class Executor {
   void recompute(int activation);
 
  private:
+  friend class PlannedChain;
   struct State;
+  class CallerGraphBackward;
+  void begin_state(const Schedule& schedule, Batch batch, bool in_caller_graph);
+  void run_ops(const Schedule& schedule, int first, int end);
+  TensorList forward_in_caller_graph(const std::shared_ptr<Executor>& self, const Schedule& schedule,
+                                     const TensorList& inputs);
   void run_op(const Op& op, int op_index);
   void run_forward(int stage, OpKind kind, int op_index);
+  std::vector<int> guarded_activations(int stage, OpKind kind, int op_index) const;
+  void keep_pristine(const std::vector<int>& guarded, const detail::WriteWatch& watch,
+                     const std::string& where);
+  void check_recomputed_outputs(int stage, const TensorList& outputs) const;
   void run_loss(int op_index);
   void run_backward(int stage, int op_index);
   void fire(bool after, const Op& op, int op_index, bool recompute);
@@ -135,6 +167,10 @@ class Executor {
   int next_hooks_id_ = 0;
   std::unique_ptr<State> state_;
 };
+
+/// Throws ScheduleError (naming the op) unless `schedule` is a complete, valid schedule
+/// for a chain of `chain.length()` stages (the check Executor::step makes first).
+void check_schedule(const Chain& chain, const Schedule& schedule);
 
 /// One plain step for comparison: `chain.forward(inputs)`, the loss, `loss.backward()`,
 /// measured the same way as `Executor::step` (recompute fields are zero).
