@@ -40,7 +40,9 @@ size_t parse_number(const std::string& text, double& value) {
 }
 
 const char* kAcceptedForms =
-    "write a size such as 1048576, 300MiB, 1.5GiB, 2GB, or a share of the store-all peak such as 40%";
+    "write a size with its unit such as 1048576B, 300MiB, 1.5GiB, 2GB, or a share of the store-all peak such "
+    "as "
+    "40%";
 
 }  // namespace
 
@@ -50,6 +52,12 @@ int64_t parse_bytes(const std::string& raw) {
   const size_t used = parse_number(text, value);
   if (used == 0) throw InvalidArgument("invalid size \"" + raw + "\": " + kAcceptedForms);
   const std::string unit = lower(trim(text.substr(used)));
+  // A bare number is bytes to one reader and MiB to another: only 0 needs no unit.
+  if (unit.empty() && value != 0) {
+    const std::string number = text.substr(0, used);
+    throw InvalidArgument("size \"" + raw + "\" has no unit; write " + number + "B for bytes, or " + number +
+                          "KiB, " + number + "MiB, " + number + "GiB");
+  }
   double scale = 0;
   if (unit.empty() || unit == "b")
     scale = 1;
@@ -86,7 +94,16 @@ int64_t store_all_peak_bytes(const ChainProfile& profile) {
 }
 
 int64_t parse_budget(const std::string& raw, const ChainProfile& profile) {
-  if (!is_relative_budget(raw)) return parse_bytes(raw);
+  if (!is_relative_budget(raw)) {
+    try {
+      return parse_bytes(raw);
+    } catch (const InvalidArgument& error) {
+      // The same words, plus the form only a budget has.
+      const std::string message = error.what();
+      if (message.find("has no unit") == std::string::npos) throw;
+      throw InvalidArgument(message + ", or " + trim(raw) + "% of the store-all peak");
+    }
+  }
   const std::string text = trim(raw);
   double percent = 0;
   const size_t used = parse_number(text, percent);

@@ -135,7 +135,7 @@ DtrChainState::DtrChainState(const ChainProfile& profile)
     pool_.set_cost(activation_id(i + 1), stage.forward_s);
     pool_.set_bytes(activation_id(i + 1), stage.output_bytes);
     pool_.set_cost(residual_id(i), stage.forward_s);
-    pool_.set_bytes(residual_id(i), stage.saved_bytes - stage.output_bytes);
+    pool_.set_bytes(residual_id(i), stage.saved_beyond_output_bytes());
     if (i > 0) {
       pool_.add_neighbours(activation_id(i), activation_id(i + 1));
       pool_.add_neighbours(activation_id(i), residual_id(i));

@@ -75,7 +75,7 @@ MutwoTrajectory mutwo_trajectory(const ChainProfile& profile) {
     for (int j = 0; j + 1 < length; ++j) {
       if (decisions[j] == StageDecision::Keep) {
         const StageProfile& stage = profile.stages[j];
-        const int64_t released_bytes = stage.saved_bytes - stage.output_bytes;
+        const int64_t released_bytes = stage.saved_beyond_output_bytes();
         Candidate candidate;
         candidate.stage = j;
         candidate.peak_bytes = std::max(

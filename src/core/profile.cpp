@@ -1,5 +1,6 @@
 #include "memento/core/profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -90,6 +91,28 @@ int64_t read_bytes(const json& object, const char* field, bool required, const s
   return static_cast<int64_t>(value);
 }
 
+// "output_passthrough": [{"from": k, "bytes": b}, ...], optional.
+std::vector<StageProfile::Passthrough> read_passthrough(const json& object, const std::string& where) {
+  std::vector<StageProfile::Passthrough> parts;
+  auto it = object.find("output_passthrough");
+  if (it == object.end() || it->is_null()) return parts;
+  if (!it->is_array()) {
+    throw ProfileError(where +
+                       ": field \"output_passthrough\" must be a list of {\"from\", \"bytes\"} objects");
+  }
+  for (size_t k = 0; k < it->size(); ++k) {
+    const json& item = (*it)[k];
+    const std::string at = where + ", output_passthrough[" + std::to_string(k) + "]";
+    if (!item.is_object()) throw ProfileError(at + ": must be an object {\"from\": k, \"bytes\": b}");
+    const double from = read_number(item, "from", true, at);
+    if (from != std::floor(from) || from < 0 || from > 1e9) {
+      throw ProfileError(at + ": field \"from\" must be an activation index (a whole number >= 0)");
+    }
+    parts.push_back({static_cast<int>(from), read_bytes(item, "bytes", true, at)});
+  }
+  return parts;
+}
+
 std::string read_string(const json& object, const char* field, bool required, const std::string& where) {
   auto it = object.find(field);
   if (it == object.end() || it->is_null()) {
@@ -100,6 +123,26 @@ std::string read_string(const json& object, const char* field, bool required, co
     throw ProfileError(where + ": field \"" + field + "\" must be a string, got " + it->dump());
   }
   return it->get<std::string>();
+}
+
+void check_passthrough(const StageProfile& stage, int index, const std::string& where) {
+  int64_t total = 0;
+  for (size_t k = 0; k < stage.output_passthrough.size(); ++k) {
+    const StageProfile::Passthrough& part = stage.output_passthrough[k];
+    const std::string field = "output_passthrough[" + std::to_string(k) + "]";
+    if (part.from < 0 || part.from > index) {
+      throw ProfileError(where + ": field \"" + field + ".from\" is " + std::to_string(part.from) +
+                         "; a passed-through input was first held by an activation a_0 .. a_" +
+                         std::to_string(index));
+    }
+    check_bytes(part.bytes, where, (field + ".bytes").c_str());
+    total += part.bytes;
+  }
+  if (total > std::min(stage.output_bytes, stage.input_bytes)) {
+    throw ProfileError(
+        where + ": field \"output_passthrough\" adds up to " + std::to_string(total) +
+        " bytes, more than \"output_bytes\" or \"input_bytes\"; only inputs pass through to outputs");
+  }
 }
 
 }  // namespace
@@ -143,10 +186,13 @@ void validate_profile(const ChainProfile& profile, const std::string& source) {
     if (!std::isfinite(stage.flops) || stage.flops < 0) {
       throw ProfileError(where + ": field \"flops\" must be a finite number >= 0");
     }
-    if (stage.saved_bytes < stage.output_bytes) {
+    check_passthrough(stage, i, where);
+    if (stage.saved_bytes < stage.output_new_bytes()) {
+      const int64_t passed = stage.output_passthrough_bytes();
       throw ProfileError(where + ": field \"saved_bytes\" (" + std::to_string(stage.saved_bytes) +
-                         ") is below \"output_bytes\" (" + std::to_string(stage.output_bytes) +
-                         "); saved_bytes counts everything autograd keeps, the output included");
+                         ") is below \"output_bytes\" (" + std::to_string(stage.output_bytes) + ")" +
+                         (passed > 0 ? " less the " + std::to_string(passed) + " bytes passed through" : "") +
+                         "; saved_bytes counts everything autograd keeps, the output's new bytes included");
     }
     if (i > 0 && profile.stages[i - 1].output_bytes != stage.input_bytes) {
       throw ProfileError(where + ": field \"input_bytes\" (" + std::to_string(stage.input_bytes) +
@@ -177,6 +223,12 @@ json profile_to_json(const ChainProfile& profile) {
       stages.back()["backward_released_bytes"] = stage.backward_released_bytes;
     if (stage.output_droppable_bytes > 0)
       stages.back()["output_droppable_bytes"] = stage.output_droppable_bytes;
+    if (!stage.output_passthrough.empty()) {
+      json parts = json::array();
+      for (const StageProfile::Passthrough& part : stage.output_passthrough)
+        parts.push_back({{"from", part.from}, {"bytes", part.bytes}});
+      stages.back()["output_passthrough"] = std::move(parts);
+    }
   }
   json out = {{"model", profile.model}, {"fixed_bytes", profile.fixed_bytes}, {"stages", stages}};
   if (profile.loss_temp_bytes > 0) out["loss_temp_bytes"] = profile.loss_temp_bytes;
@@ -234,6 +286,7 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     stage.flops = read_number(item, "flops", false, named);
     stage.backward_released_bytes = read_bytes(item, "backward_released_bytes", false, named);
     stage.output_droppable_bytes = read_bytes(item, "output_droppable_bytes", false, named);
+    stage.output_passthrough = read_passthrough(item, named);
     if (item.contains("forward_no_grad_temp_bytes")) {
       stage.forward_no_grad_temp_bytes = read_bytes(item, "forward_no_grad_temp_bytes", true, named);
     }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -121,24 +122,56 @@ decltype(auto) leaving_inputs_unchanged(const TensorList& inputs, Body&& body) {
   return std::forward<Body>(body)();
 }
 
-// Bytes of the outputs that are inputs the stage wrote into in place: the Executor copies
-// such an input aside whenever a later op reads it again, so the stage then costs them anew.
-int64_t written_input_bytes(const TensorList& inputs, const std::vector<int64_t>& versions_before,
-                            const TensorList& outputs) {
-  TensorList written;
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    const torch::Tensor& input = inputs[k];
-    if (!input.defined() || !input.has_storage() || input.is_inference()) continue;
-    if (static_cast<int64_t>(input._version()) == versions_before[k]) continue;
-    const void* key = input.storage().unsafeGetStorageImpl();
-    for (const torch::Tensor& output : outputs) {
-      if (output.defined() && output.has_storage() && output.storage().unsafeGetStorageImpl() == key) {
-        written.push_back(input);
-        break;
-      }
+// The outputs that are input storages, split by whether the stage wrote into them in place.
+// Written ones the Executor copies aside whenever a later op reads the input again, so the
+// stage then costs them anew; the others are passed through (shared by a_i and a_{i+1}),
+// grouped by the activation that first held them (`origin_of`, by storage).
+struct SharedOutputs {
+  int64_t written_bytes = 0;
+  std::vector<StageProfile::Passthrough> passthrough;
+  std::vector<const void*> new_storages;  // allocated, or written in place, by the stage
+};
+
+const void* storage_key(const torch::Tensor& tensor) {
+  return tensor.defined() && tensor.has_storage() ? tensor.storage().unsafeGetStorageImpl() : nullptr;
+}
+
+SharedOutputs shared_outputs(const TensorList& inputs, const std::vector<int64_t>& versions_before,
+                             const TensorList& outputs,
+                             const std::unordered_map<const void*, int>& origin_of) {
+  SharedOutputs shared;
+  std::vector<const void*> seen;
+  for (const torch::Tensor& output : outputs) {
+    const void* key = storage_key(output);
+    if (key == nullptr || std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+    seen.push_back(key);
+    bool is_input = false, written = false;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      if (storage_key(inputs[k]) != key) continue;
+      is_input = true;
+      written = written || (!inputs[k].is_inference() &&
+                            static_cast<int64_t>(inputs[k]._version()) != versions_before[k]);
+    }
+    const int64_t bytes = static_cast<int64_t>(output.storage().nbytes());
+    if (!is_input || written) {
+      shared.new_storages.push_back(key);
+      if (written) shared.written_bytes += bytes;
+      continue;
+    }
+    const auto origin = origin_of.find(key);
+    const int from = origin == origin_of.end() ? 0 : origin->second;
+    auto part = std::find_if(shared.passthrough.begin(), shared.passthrough.end(),
+                             [from](const StageProfile::Passthrough& p) { return p.from == from; });
+    if (part == shared.passthrough.end()) {
+      shared.passthrough.push_back({from, bytes});
+    } else {
+      part->bytes += bytes;
     }
   }
-  return tensor_bytes(written);
+  std::sort(
+      shared.passthrough.begin(), shared.passthrough.end(),
+      [](const StageProfile::Passthrough& a, const StageProfile::Passthrough& b) { return a.from < b.from; });
+  return shared;
 }
 
 TensorList copies_of(const TensorList& tensors) {
@@ -463,6 +496,7 @@ class ProfileRun {
     profile_.model = options.model();
     profile_.stages.resize(length_);
     activations_[0] = batch.inputs;
+    for (const torch::Tensor& input : batch.inputs) origin_of_.emplace(storage_key(input), 0);
   }
 
   ChainProfile run() {
@@ -539,9 +573,11 @@ class ProfileRun {
     const int64_t after = probe_.live();
     const int64_t peak = probe_.peak();
     stage.output_bytes = tensor_bytes(graphs_[i].outputs.tensors);
-    const int64_t written_bytes = written_input_bytes(inputs, versions, graphs_[i].outputs.tensors);
+    const SharedOutputs shared = shared_outputs(inputs, versions, graphs_[i].outputs.tensors, origin_of_);
     writes_its_input_[i] = versions_of(inputs) != versions;
-    stage.saved_bytes = std::max(after - before + written_bytes, stage.output_bytes);
+    stage.output_passthrough = shared.passthrough;
+    stage.saved_bytes = std::max(after - before + shared.written_bytes, stage.output_new_bytes());
+    for (const void* key : shared.new_storages) origin_of_[key] = i + 1;
     stage.forward_temp_bytes = std::max<int64_t>(peak - after, 0);
     stage.forward_no_grad_temp_bytes = std::max<int64_t>(no_grad_temp_bytes, 0);
     activations_[i + 1] = graphs_[i].outputs.tensors;
@@ -728,6 +764,7 @@ class ProfileRun {
   std::vector<StageGraph> graphs_;
   std::vector<TensorList> activations_;
   std::vector<bool> writes_its_input_ = std::vector<bool>(length_, false);
+  std::unordered_map<const void*, int> origin_of_;  // storage -> the activation that first held it
   double loss_s_ = 0;
 };
 

@@ -32,7 +32,7 @@ TEST(BudgetParse, AbsoluteSizes) {
   EXPECT_EQ(parse_bytes("1.5GiB"), 1610612736);
   EXPECT_EQ(parse_bytes("300MiB"), 314572800);
   EXPECT_EQ(parse_bytes("2GB"), 2000000000);
-  EXPECT_EQ(parse_bytes("1048576"), 1048576);
+  EXPECT_EQ(parse_bytes("1048576B"), 1048576);
   EXPECT_EQ(parse_bytes("512 KiB"), 524288);
   EXPECT_EQ(parse_bytes(" 3kb "), 3000);
   EXPECT_EQ(parse_bytes("1TiB"), int64_t{1} << 40);
@@ -62,6 +62,23 @@ TEST(BudgetParse, RejectsMalformedValuesWithTheAcceptedForms) {
   expect_invalid("1001%", "at most 1000%");
   expect_invalid("x%", "40%");
   expect_invalid("1e999", "");
+}
+
+// "50" is 50 bytes to one reader and 50 MiB to another: refused with the forms meant.
+TEST(BudgetParse, BareNumberNeedsAUnit) {
+  expect_invalid("50", "50B for bytes");
+  expect_invalid("50", "50MiB");
+  expect_invalid("50", "50% of the store-all peak");
+  expect_invalid("1048576", "no unit");
+  try {
+    parse_bytes("50");
+    FAIL() << "a bare number is not a size";
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(std::string(e.what()).find('%'), std::string::npos)
+        << "parse_bytes offers no share: " << e.what();
+  }
+  EXPECT_EQ(parse_bytes("0"), 0);
+  EXPECT_EQ(parse_bytes("50B"), 50);
 }
 
 TEST(BudgetFormat, BinaryUnits) {

@@ -198,6 +198,29 @@ TEST(ProfileErrors, InconsistentSizesNameStageAndField) {
   expect_profile_error(document, {"model.json", "loss_temp_bytes"});
 }
 
+TEST(ProfileJson, PassthroughRoundTripsAndIsValidated) {
+  json document = valid_document();
+  const int64_t input_bytes = document["stages"][1]["input_bytes"].get<int64_t>();
+  document["stages"][1]["output_passthrough"] = json::array({{{"from", 1}, {"bytes", input_bytes / 2}}});
+  const ChainProfile profile = parse_profile(document.dump(), "model.json");
+  ASSERT_EQ(profile.stages[1].output_passthrough.size(), 1u);
+  EXPECT_EQ(profile.stages[1].output_passthrough[0].from, 1);
+  EXPECT_EQ(profile.stages[1].output_passthrough_bytes(), input_bytes / 2);
+  const ChainProfile again = profile_from_json(profile_to_json(profile), "again");
+  EXPECT_EQ(again.stages[1].output_passthrough_bytes(), input_bytes / 2);
+  EXPECT_FALSE(profile_to_json(profile)["stages"][0].contains("output_passthrough"));
+
+  json later = document;
+  later["stages"][1]["output_passthrough"][0]["from"] = 2;
+  expect_profile_error(later, {"stage 1 (\"block1\")", "output_passthrough[0].from", "a_0 .. a_1"});
+  json too_much = document;
+  too_much["stages"][1]["output_passthrough"][0]["bytes"] = input_bytes + 1;
+  expect_profile_error(too_much, {"stage 1 (\"block1\")", "output_passthrough", "only inputs pass through"});
+  json not_a_list = document;
+  not_a_list["stages"][1]["output_passthrough"] = 5;
+  expect_profile_error(not_a_list, {"output_passthrough", "list"});
+}
+
 TEST(ProfileErrors, ValidateNamesTheSourceForBuiltProfiles) {
   ChainProfile profile = parse_profile(valid_document().dump());
   profile.stages[0].forward_s = std::numeric_limits<double>::quiet_NaN();

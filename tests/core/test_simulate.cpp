@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "memento/core/error.h"
 #include "memento/core/simulate.h"
 
@@ -49,6 +51,40 @@ TEST(Simulate, LastGraphDropsItsOutputAfterTheLoss) {
   EXPECT_EQ(replay.timeline[4].peak_bytes, 1140);
   EXPECT_EQ(replay.timeline[4].live_bytes, 1110);
   EXPECT_EQ(replay.timeline.back().live_bytes, 1000);
+}
+
+// A residual block split in two: stage 1 passes x (made by stage 0) through in its tuple.
+// Stored a_1 = (x) and a_2 = (x, h1) hold x once, not twice.
+TEST(Simulate, PassedThroughStorageIsCountedOnce) {
+  ChainProfile profile;
+  profile.fixed_bytes = 1000;
+  profile.stages = {{"s0", "conv", 1.0, 1.0, 10, 100, 150, 0, 0, 0, std::nullopt, 0},
+                    {"s1", "conv", 1.0, 1.0, 100, 140, 60, 0, 0, 0, std::nullopt, 0},
+                    {"s2", "conv", 1.0, 1.0, 140, 100, 120, 0, 0, 0, std::nullopt, 0}};
+  profile.stages[1].output_passthrough = {{1, 100}};
+  const Schedule schedule = {Op::forward_checkpoint(0),
+                             Op::forward_checkpoint(1),
+                             Op::forward_with_graph(2),
+                             Op::loss(),
+                             Op::backward(2),
+                             Op::forward_with_graph(1),
+                             Op::backward(1),
+                             Op::forward_with_graph(0),
+                             Op::backward(0)};
+  const auto result = simulate(profile, schedule);
+  const std::vector<int64_t> peaks = {1100, 1140, 1260, 1360, 1500, 1300, 1400, 1250, 1250};
+  const std::vector<int64_t> lives = {1100, 1140, 1260, 1360, 1240, 1300, 1100, 1250, 1000};
+  ASSERT_EQ(result.timeline.size(), peaks.size());
+  for (size_t k = 0; k < peaks.size(); ++k) {
+    EXPECT_EQ(result.timeline[k].peak_bytes, peaks[k]) << "op " << k << " " << to_string(schedule[k]);
+    EXPECT_EQ(result.timeline[k].live_bytes, lives[k]) << "op " << k << " " << to_string(schedule[k]);
+  }
+  EXPECT_EQ(result.peak_bytes, 1500);
+
+  // Without the pass-through, x counts in both stored activations (and in stage 1's graph).
+  profile.stages[1].output_passthrough.clear();
+  profile.stages[1].saved_bytes = 160;
+  EXPECT_EQ(simulate(profile, schedule).timeline[1].live_bytes, 1240);
 }
 
 TEST(Simulate, RejectsBackwardWithoutGraph) {

@@ -211,7 +211,7 @@ TEST(Profiler, SimulationPredictsExecutorPeaks) {
                    to_string(schedule) + ": measured " + std::to_string(measured) + " predicted " +
                        std::to_string(predicted));
     EXPECT_NEAR(static_cast<double>(measured), static_cast<double>(predicted),
-                std::max(0.05 * static_cast<double>(predicted), static_cast<double>(kMiB)))
+                std::max(0.01 * static_cast<double>(predicted), 64.0 * 1024))
         << to_string(schedule) << ": measured " << measured << " bytes, simulate predicted " << predicted;
   }
 }

@@ -1,11 +1,13 @@
 #pragma once
 /// \file
-/// Byte sizes and budgets as users write them: `1.5GiB`, `300MiB`, `2GB`, `1048576`,
-/// or `40%` (a share of the store-all peak of a profile).
+/// Byte sizes and budgets as users write them: `1.5GiB`, `300MiB`, `2GB`, `1048576B`,
+/// or `40%` (a share of the store-all peak of a profile). A number needs its unit: `50`
+/// alone is refused (bytes to one reader, MiB to another); only `0` may go without.
 ///
 /// Example:
 /// \code
 ///   int64_t b1 = memento::parse_bytes("1.5GiB");          // 1610612736
+///   memento::parse_bytes("50");                           // throws: "50B for bytes, or 50KiB, ..."
 ///   int64_t b2 = memento::parse_budget("40%", profile);   // 0.4 x store-all peak
 ///   std::string s = memento::format_bytes(b1);            // "1.50 GiB"
 /// \endcode
@@ -17,9 +19,10 @@
 
 namespace memento {
 
-/// Parses an absolute size: a non-negative number with an optional unit B, KB, MB, GB,
-/// TB (powers of 1000), KiB, MiB, GiB, TiB (powers of 1024), case-insensitive.
-/// Throws InvalidArgument saying what forms are accepted.
+/// Parses an absolute size: a non-negative number with a unit B, KB, MB, GB, TB (powers
+/// of 1000), KiB, MiB, GiB, TiB (powers of 1024; K, M, G, T too), case-insensitive.
+/// Throws InvalidArgument saying what forms are accepted; for a number without a unit
+/// (other than 0) it names the forms the user probably meant.
 int64_t parse_bytes(const std::string& text);
 
 /// True when `text` is a percentage (ends in '%').

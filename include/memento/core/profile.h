@@ -26,14 +26,14 @@ namespace memento {
 
 /// Costs of one stage of the chain.
 struct StageProfile {
-  std::string name;                 ///< e.g. "block3"
-  std::string kind;                 ///< embed, attention, attention_core, mlp, conv, norm, head, ...
-  double forward_s = 0;             ///< seconds for one forward of the stage
-  double backward_s = 0;            ///< seconds for its backward
-  int64_t input_bytes = 0;          ///< size of the stage input a_i
-  int64_t output_bytes = 0;         ///< size of the stage output a_{i+1}
-  int64_t saved_bytes = 0;          ///< all that autograd keeps when run with grad, output included
-  int64_t forward_temp_bytes = 0;   ///< transient bytes on top during the forward with grad
+  std::string name;                ///< e.g. "block3"
+  std::string kind;                ///< embed, attention, attention_core, mlp, conv, norm, head, ...
+  double forward_s = 0;            ///< seconds for one forward of the stage
+  double backward_s = 0;           ///< seconds for its backward
+  int64_t input_bytes = 0;         ///< size of the stage input a_i
+  int64_t output_bytes = 0;        ///< size of the stage output a_{i+1}
+  int64_t saved_bytes = 0;         ///< all autograd keeps when run with grad: the output's new bytes included
+  int64_t forward_temp_bytes = 0;  ///< transient bytes on top during the forward with grad
   int64_t backward_temp_bytes = 0;  ///< transient bytes on top during the backward
   double flops = 0;                 ///< forward floating point operations (0 when unknown)
   /// Transient bytes on top of the output during a forward without grad (ForwardNoGrad,
@@ -51,6 +51,33 @@ struct StageProfile {
   /// output, the Executor keeps graph L-1 without it, as plain autograd frees the logits.
   /// 0 when unknown, which is what it was before the field existed.
   int64_t output_droppable_bytes = 0;
+
+  /// Output storages that are inputs passed through unchanged (the residual stream a
+  /// sub-block stage carries in its tuple, token ids): storage a_i and a_{i+1} share,
+  /// which the stage does not allocate. Grouped by the activation that first held them
+  /// (`from`, 0 <= from <= i; 0 is the model input, part of the fixed bytes), so that
+  /// simulate() counts a storage once however many stored activations hold it.
+  /// `saved_bytes` does not count them (a_i, pinned while the graph lives, holds them).
+  /// Empty when unknown or none.
+  struct Passthrough {
+    int from = 0;
+    int64_t bytes = 0;
+  };
+  std::vector<Passthrough> output_passthrough = {};
+
+  /// Sum of output_passthrough's bytes.
+  int64_t output_passthrough_bytes() const {
+    int64_t bytes = 0;
+    for (const Passthrough& part : output_passthrough) bytes += part.bytes;
+    return bytes;
+  }
+  /// What the stage allocates for its output: `output_bytes - output_passthrough_bytes()`.
+  int64_t output_new_bytes() const { return output_bytes - output_passthrough_bytes(); }
+  /// What autograd saved besides the output (never negative).
+  int64_t saved_beyond_output_bytes() const {
+    const int64_t beyond = saved_bytes - output_bytes;
+    return beyond > 0 ? beyond : 0;
+  }
 
   /// The no-grad forward's transient bytes, `forward_temp_bytes` when not measured.
   int64_t no_grad_temp_bytes() const { return forward_no_grad_temp_bytes.value_or(forward_temp_bytes); }
@@ -94,7 +121,7 @@ struct ChainProfile {
   int64_t last_graph_after_loss_bytes() const;
 };
 
-/// Checks every invariant (non-negative numbers, finite times, saved >= output,
+/// Checks every invariant (non-negative numbers, finite times, saved >= the output's new bytes,
 /// consecutive sizes agree, at least one stage). Throws ProfileError naming `source`
 /// (a file name or "profile"), the stage and the field.
 void validate_profile(const ChainProfile& profile, const std::string& source = "profile");

@@ -11,10 +11,13 @@
 /// - `input_bytes`, `output_bytes`: bytes of the storages of a_i and a_{i+1}, each
 ///   distinct storage counted once (a view costs its whole base storage, as in memory).
 ///   `output_bytes[i] == input_bytes[i+1]` always holds: both measure the same tensors.
+/// - `output_passthrough_bytes`: bytes of output storages that are input storages the
+///   stage did not write (a residual stream or token ids carried in the tuple).
 /// - `saved_bytes`: live bytes after the stage's forward with grad minus live bytes
 ///   before it, with the input alive on both sides and the output included: exactly what
-///   the Executor holds for a `ForwardWithGraph(i)`. At least `output_bytes` (a stage
-///   whose output aliases its input would otherwise measure less than its output).
+///   the Executor holds for a `ForwardWithGraph(i)`. Outputs the stage wrote into its
+///   input in place count as new (the Executor copies such an input aside whenever a
+///   later op reads it again); at least `output_bytes - output_passthrough_bytes`.
 /// - `forward_temp_bytes`: peak during the forward with grad minus what stays after it
 ///   (saved_bytes), and `forward_no_grad_temp_bytes`: the same for the forward without
 ///   grad (what stays: the output). Kept apart because a with-grad forward keeps what the
