@@ -91,7 +91,7 @@ def run_pytorch_side(config, args, env, torch_path):
 
 def run_memento_side(config, args, env, budgets, memento_path):
     command = [args.memento, "bench", "--model", config["model"], "--batch", str(config["batch"]),
-               "--planners", args.planners, "--budgets", ",".join(str(b) for b in budgets),
+               "--planners", args.planners, "--budgets", ",".join(f"{b}B" for b in budgets),
                "--warmup", str(args.warmup), "--threads", "1", "--optimizer", "adamw",
                "--format", "json", "--out", memento_path, "--steps", str(args.steps)]
     if config["seq_len"]:
@@ -195,7 +195,7 @@ def build_comparisons(pytorch, memento, planners):
             if not row["segments"]:
                 continue
             budget = row["measured_peak_bytes"]
-            match = next((r for r in memento["rows"] if r["planner"] == planner and r["budget"] == str(budget)), None)
+            match = next((r for r in memento["rows"] if r["planner"] == planner and r["budget"] == f"{budget}B"), None)
             entry = {"memento": planner, "pytorch": row["label"], "budget_bytes": budget,
                      "pytorch_step_s": row["step_s"], "pytorch_peak_bytes": budget}
             if match is None or match["status"] not in ("ok", "over_budget"):

@@ -325,6 +325,7 @@ TEST(CliPlanBadInput, BadBudgets) {
   expect_bad_input({"plan", "--profile", profile, "--budget", "abc%", "--planner", "store-all"}, "--budget");
   expect_bad_input({"plan", "--profile", profile, "--budget", "0%", "--planner", "store-all"}, "--budget");
   expect_bad_input({"plan", "--profile", profile, "--budget", "0", "--planner", "store-all"}, "--budget");
+  expect_bad_input({"plan", "--profile", profile, "--budget", "50", "--planner", "store-all"}, "50MiB");
   expect_bad_input({"plan", "--profile", profile, "--sweep", "--budgets", "30%,x"}, "--budgets");
   expect_bad_input({"plan", "--profile", profile, "--sweep", "--budgets", ","}, "--budgets");
   expect_bad_input({"plan", "--profile", profile, "--sweep", "--budget", "30%"}, "--budgets");
