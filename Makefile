@@ -16,7 +16,7 @@ DEB_PACKAGES := build-essential cmake ninja-build clang libclang-rt-14-dev \
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build build-core test test-asan demo bench fuzz clean format
+.PHONY: all deps build build-core test test-asan test-package demo bench fuzz clean format
 
 all: build
 
@@ -50,7 +50,20 @@ build-core:
 test-asan: deps build-core
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
-test: build test-asan
+# The package is real: examples/consumer (a user's own CMake project) builds against the
+# installed memento (find_package) and against the source tree (add_subdirectory), and runs.
+test-package: build
+	cmake --install $(BUILD_DIR) --prefix $(abspath $(BUILD_DIR))/install
+	cmake -S examples/consumer -B $(BUILD_DIR)/consumer-installed -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH=$(abspath $(BUILD_DIR))/install
+	cmake --build $(BUILD_DIR)/consumer-installed -j $(JOBS)
+	OMP_NUM_THREADS=1 $(BUILD_DIR)/consumer-installed/memento_consumer
+	cmake -S examples/consumer -B $(BUILD_DIR)/consumer-source -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DMEMENTO_SOURCE=$(CURDIR)
+	cmake --build $(BUILD_DIR)/consumer-source -j $(JOBS)
+	OMP_NUM_THREADS=1 $(BUILD_DIR)/consumer-source/memento_consumer
+
+test: build test-asan test-package
 	cd $(BUILD_DIR) && OMP_NUM_THREADS=1 ctest --output-on-failure -j $(JOBS)
 
 demo: build
