@@ -44,20 +44,21 @@ const char* kAcceptedForms =
     "as "
     "40%";
 
+std::string no_unit_message(const std::string& raw, const std::string& number, bool share_too) {
+  return "size " + quoted(raw) + " has no unit; write " + number + "B for bytes, or " + number + "KiB, " +
+         number + "MiB, " + number + "GiB" + (share_too ? ", or " + number + "% of the store-all peak" : "");
+}
+
 }  // namespace
 
 int64_t parse_bytes(const std::string& raw) {
   const std::string text = trim(raw);
   double value = 0;
   const size_t used = parse_number(text, value);
-  if (used == 0) throw InvalidArgument("invalid size \"" + raw + "\": " + kAcceptedForms);
+  if (used == 0) throw InvalidArgument("invalid size " + quoted(raw) + ": " + kAcceptedForms);
   const std::string unit = lower(trim(text.substr(used)));
   // A bare number is bytes to one reader and MiB to another: only 0 needs no unit.
-  if (unit.empty() && value != 0) {
-    const std::string number = text.substr(0, used);
-    throw InvalidArgument("size \"" + raw + "\" has no unit; write " + number + "B for bytes, or " + number +
-                          "KiB, " + number + "MiB, " + number + "GiB");
-  }
+  if (unit.empty() && value != 0) throw InvalidArgument(no_unit_message(raw, text.substr(0, used), false));
   double scale = 0;
   if (unit.empty() || unit == "b")
     scale = 1;
@@ -78,9 +79,10 @@ int64_t parse_bytes(const std::string& raw) {
   else if (unit == "tib" || unit == "t")
     scale = 1024.0 * 1024 * 1024 * 1024;
   else
-    throw InvalidArgument("invalid size \"" + raw + "\": unknown unit \"" + unit + "\"; " + kAcceptedForms);
+    throw InvalidArgument("invalid size " + quoted(raw) + ": unknown unit " + quoted(unit) + "; " +
+                          kAcceptedForms);
   const double bytes = std::round(value * scale);
-  if (!std::isfinite(bytes) || bytes > 9.0e18) throw InvalidArgument("size \"" + raw + "\" is too large");
+  if (!std::isfinite(bytes) || bytes > 9.0e18) throw InvalidArgument("size " + quoted(raw) + " is too large");
   return static_cast<int64_t>(bytes);
 }
 
@@ -95,23 +97,23 @@ int64_t store_all_peak_bytes(const ChainProfile& profile) {
 
 int64_t parse_budget(const std::string& raw, const ChainProfile& profile) {
   if (!is_relative_budget(raw)) {
-    try {
-      return parse_bytes(raw);
-    } catch (const InvalidArgument& error) {
-      // The same words, plus the form only a budget has.
-      const std::string message = error.what();
-      if (message.find("has no unit") == std::string::npos) throw;
-      throw InvalidArgument(message + ", or " + trim(raw) + "% of the store-all peak");
+    // A budget may also be a share: a bare number gets that form offered too.
+    const std::string text = trim(raw);
+    double value = 0;
+    const size_t used = parse_number(text, value);
+    if (used > 0 && used == text.size() && value != 0) {
+      throw InvalidArgument(no_unit_message(raw, text, true));
     }
+    return parse_bytes(raw);
   }
   const std::string text = trim(raw);
   double percent = 0;
   const size_t used = parse_number(text, percent);
   if (used == 0 || used + 1 != text.size())
-    throw InvalidArgument("invalid budget \"" + raw + "\": " + kAcceptedForms);
+    throw InvalidArgument("invalid budget " + quoted(raw) + ": " + kAcceptedForms);
   if (percent <= 0 || percent > 1000) {
-    throw InvalidArgument("budget \"" + raw +
-                          "\" must be a share above 0% and at most 1000% of the store-all peak");
+    throw InvalidArgument("budget " + quoted(raw) +
+                          " must be a share above 0% and at most 1000% of the store-all peak");
   }
   return static_cast<int64_t>(
       std::llround(static_cast<double>(store_all_peak_bytes(profile)) * percent / 100.0));

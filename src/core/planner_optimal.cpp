@@ -14,6 +14,8 @@ namespace memento {
 
 namespace {
 
+constexpr int kReportedStages = 256;
+
 class OptimalPlanner : public Planner {
  public:
   std::string name() const override { return "optimal"; }
@@ -33,6 +35,13 @@ class OptimalPlanner : public Planner {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     };
     const int64_t room_bytes = options.budget_bytes() - profile.fixed_bytes;
+    // Only long chains take long enough to report (a 1000-stage chain takes about 10 s).
+    const bool report = profile.length() >= kReportedStages;
+    auto phase = [&](const std::string& what) {
+      if (report)
+        options.report_progress("optimal, " + std::to_string(profile.length()) + " stages: " + what);
+    };
+    phase("least feasible budget (exact min-peak dynamic program, O(L^3))");
 
     // Exact (1-byte) min-peak DP: the smallest budget any persistent schedule needs. The
     // planner succeeds at every budget from there on because the min-peak schedule is
@@ -53,8 +62,11 @@ class OptimalPlanner : public Planner {
     // Rounding sizes up to whole slots can make the DP miss schedules that fit in bytes
     // (always near the minimum budget); the min-peak schedule covers those budgets, and
     // keeping the faster of the two keeps plan time non-increasing in the budget.
+    phase("fastest schedule over " + std::to_string(options.memory_slots()) + " memory slots (" +
+          std::to_string(static_cast<int>(elapsed_s())) + " s so far; fewer slots plan faster and coarser)");
     const optimal_dp::Solution solution =
         optimal_dp::solve_fast(optimal_dp::discretize(profile, room_bytes, options.memory_slots()));
+    phase("done in " + std::to_string(static_cast<int>(elapsed_s())) + " s");
     Schedule schedule =
         solution.feasible && solution.time_s <= min_peak.time_s ? solution.schedule : min_peak.schedule;
     return finish_plan(name(), profile, options, std::move(schedule), elapsed_s(), min_feasible_bytes);

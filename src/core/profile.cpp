@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "memento/core/error.h"
+#include "memento/core/json_input.h"
+#include "memento/core/output_file.h"
 
 namespace memento {
 
@@ -47,7 +49,7 @@ constexpr int kMaxStages = 100000;
 
 std::string stage_label(const std::string& source, int index, const std::string& name) {
   std::string label = source + ": stage " + std::to_string(index);
-  if (!name.empty()) label += " (\"" + name + "\")";
+  if (!name.empty()) label += " (" + quoted(name) + ")";
   return label;
 }
 
@@ -73,7 +75,7 @@ double read_number(const json& object, const char* field, bool required, const s
     return 0;
   }
   if (!it->is_number()) {
-    throw ProfileError(where + ": field \"" + field + "\" must be a number, got " + it->dump());
+    throw ProfileError(where + ": field \"" + field + "\" must be a number, got " + quote_json(*it));
   }
   return it->get<double>();
 }
@@ -120,7 +122,7 @@ std::string read_string(const json& object, const char* field, bool required, co
     return "";
   }
   if (!it->is_string()) {
-    throw ProfileError(where + ": field \"" + field + "\" must be a string, got " + it->dump());
+    throw ProfileError(where + ": field \"" + field + "\" must be a string, got " + quote_json(*it));
   }
   return it->get<std::string>();
 }
@@ -300,13 +302,9 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
 ChainProfile parse_profile(const std::string& text, const std::string& source) {
   json document;
   try {
-    document = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw ProfileError(source + ": not valid JSON at byte " + std::to_string(e.byte) + " (" + e.what() + ")");
-  } catch (const json::exception& e) {
-    // The parser also throws out_of_range for a number literal beyond double's range
-    // (found by fuzz/fuzz_profile.cpp); it is a malformed file all the same.
-    throw ProfileError(source + ": not valid JSON (" + e.what() + "); numbers must fit a double");
+    document = parse_json_input(text, source);
+  } catch (const InvalidArgument& e) {
+    throw ProfileError(e.what());
   }
   return profile_from_json(document, source);
 }
@@ -321,18 +319,7 @@ ChainProfile read_profile(const std::string& path) {
 
 void write_profile(const ChainProfile& profile, const std::string& path) {
   validate_profile(profile, path);
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out)
-      throw Error(path + ": cannot write the profile; check that the directory exists and is writable");
-    out << profile_to_json(profile).dump(2) << "\n";
-    if (!out.flush()) throw Error(path + ": writing the profile failed (disk full?)");
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw Error(path + ": cannot move the written profile into place");
-  }
+  write_file_atomically(path, profile_to_json(profile).dump(2) + "\n");
 }
 
 }  // namespace memento

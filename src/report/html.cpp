@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "memento/core/error.h"
+#include "memento/core/output_file.h"
 #include "report/assets.h"
 #include "report/report_input.h"
 
@@ -514,19 +515,7 @@ std::string render_html_report(const json& document, const HtmlReportOptions& op
 void write_html_report(const json& document, const std::string& path, const HtmlReportOptions& options) {
   if (path.empty()) throw InvalidArgument("the report path is empty; pass a file name such as report.html");
   const std::string page = render_html_report(document, options);
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error("cannot write the report to " + path + ": cannot open " + temporary);
-    out.write(page.data(), static_cast<std::streamsize>(page.size()));
-    if (!out.flush()) throw Error("cannot write the report to " + path + " (disk full?)");
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) {
-    std::filesystem::remove(temporary, error);
-    throw Error("cannot write the report to " + path + ": " + error.message());
-  }
+  write_file_atomically(path, page);
 }
 
 }  // namespace memento

@@ -7,6 +7,8 @@
 #include "memento/core/budget.h"
 #include "memento/core/error.h"
 
+#include "memento/core/json_input.h"
+
 namespace memento::report_detail {
 namespace {
 
@@ -15,8 +17,8 @@ const char* const kAcceptedFormats =
     "--format json), memento.profile_report/1, or the output of memento plan --sweep --format json";
 
 std::string type_of(const json& value) {
-  if (value.is_number_integer()) return "integer " + value.dump();
-  if (value.is_number()) return "number " + value.dump();
+  if (value.is_number_integer()) return "integer " + quote_json(value);
+  if (value.is_number()) return "number " + quote_json(value);
   if (value.is_string()) {
     std::string text = value.get<std::string>();
     if (text.size() > 40) text = text.substr(0, 40) + "...";
@@ -39,7 +41,13 @@ DocumentKind detect_document(const json& document) {
   }
   const auto format = document.find("format");
   if (format == document.end()) {
-    if (document.contains("planners") && document.contains("budgets_bytes")) return DocumentKind::PlanSweep;
+    if (document.contains("planners") && document.contains("budgets_bytes")) {
+      // A sweep's reference figures are what its percentages mean: they must be there.
+      bytes_field(document, "store_all_peak_bytes", "");
+      seconds_field(document, "store_all_time_s", "");
+      read_array(require_field(document, "planners", ""), "planners");
+      return DocumentKind::PlanSweep;
+    }
     throw InvalidArgument(std::string("report input has no \"format\" field; expected ") + kAcceptedFormats);
   }
   if (!format->is_string()) bad_field("format", "a string", *format);

@@ -284,6 +284,8 @@ TEST(ReportHtml, BenchFrontiersAndBatchChartHoldTheRowsThatRan) {
 
 TEST(ReportHtml, PlanSweepOutputYieldsThePredictedFrontier) {
   const json sweep = {{"profile_file", "p.json"},
+                      {"store_all_peak_bytes", 300},
+                      {"store_all_time_s", 0.25},
                       {"budgets_bytes", {100, 200}},
                       {"planners",
                        {{{"planner", "optimal"},

@@ -14,6 +14,31 @@
 
 namespace memento {
 
+/// A user's text for an error message: in double quotes, control characters escaped
+/// (`\n`, `\x01`), cut after `max_chars` characters of the quoted form with "..." after:
+/// a message stays one short line whatever the user wrote.
+///
+/// \code
+///   memento::quoted("50\n")  // "\"50\\n\""
+/// \endcode
+inline std::string quoted(const std::string& text, size_t max_chars = 40) {
+  static const char* const kHex = "0123456789abcdef";
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (out.size() > max_chars) return out + "...\"";
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
 /// Base class of every memento error.
 class Error : public std::runtime_error {
  public:
@@ -40,6 +65,13 @@ class ScheduleError : public Error {
 
 /// A data file (corpus, CIFAR-10, MNIST, checkpoint) is malformed: names file and offset.
 class DataError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A file could not be read or written (missing directory, no permission, disk full):
+/// names the file and the system's reason.
+class IoError : public Error {
  public:
   using Error::Error;
 };

@@ -13,6 +13,7 @@
 /// \endcode
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,14 +42,27 @@ class PlannerOptions {
     return *this;
   }
 
+  /// Called with one line per phase of long work (the optimal planner on long chains:
+  /// which phase starts, its size, the slots used, how long the last one took). Planners
+  /// never print; the caller decides where the lines go. Default: none.
+  PlannerOptions& progress(std::function<void(const std::string&)> report) {
+    progress_ = std::move(report);
+    return *this;
+  }
+
   int64_t budget_bytes() const { return budget_bytes_; }
   int memory_slots() const { return memory_slots_; }
   int segments() const { return segments_; }
+  /// Reports `line` through progress(), if one is set.
+  void report_progress(const std::string& line) const {
+    if (progress_) progress_(line);
+  }
 
  private:
   int64_t budget_bytes_;
   int memory_slots_ = 500;
   int segments_ = 0;
+  std::function<void(const std::string&)> progress_;
 };
 
 /// What a planner returns. When `feasible` is false, `schedule` is empty and
