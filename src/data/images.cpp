@@ -1,5 +1,7 @@
 #include "memento/data/images.h"
 
+#include "files.h"
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -13,12 +15,7 @@ namespace memento {
 namespace {
 
 std::vector<uint8_t> read_binary(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError("cannot open " + what + " file " + path + "; check the path");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad())
-    throw DataError(what + " file " + path + ": read error at byte offset " + std::to_string(bytes.size()));
-  return bytes;
+  return detail::read_whole_file(path, what + " file");
 }
 
 std::string hex32(uint32_t value) {

@@ -1,5 +1,7 @@
 #include "memento/data/text.h"
 
+#include "files.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -119,12 +121,7 @@ std::vector<uint8_t> generate_corpus(const CorpusOptions& options) {
 }
 
 std::vector<uint8_t> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError("cannot open text file " + path + "; check the path given to --data");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    throw DataError("text file " + path + ": read error at byte offset " + std::to_string(bytes.size()));
-  }
+  std::vector<uint8_t> bytes = detail::read_whole_file(path, "text file");
   if (bytes.empty())
     throw DataError("text file " + path + " is empty (0 bytes); give a file with text in it");
   return bytes;

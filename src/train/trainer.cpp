@@ -1,7 +1,10 @@
 #include "memento/train/trainer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 
 #include <chrono>
 #include <cmath>
@@ -14,6 +17,8 @@
 
 #include "memento/core/budget.h"
 #include "memento/core/error.h"
+#include "memento/core/output_file.h"
+#include "memento/core/sealed.h"
 #include "memento/core/simulate.h"
 #include "memento/torch/profiler.h"
 
@@ -23,7 +28,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int64_t kCheckpointFormat = 1;
+// Format 2: sealed (core/sealed.h: length and checksum), optimizer state per parameter
+// index. Format 1 (a bare LibTorch archive, no checksum) is still read.
+constexpr int64_t kCheckpointFormat = 2;
+constexpr char kCheckpointFormatName[] = "memento.checkpoint";
 constexpr double kPi = 3.14159265358979323846;
 
 torch::Tensor rng_state() {
@@ -66,32 +74,27 @@ std::string joined_names(const torch::OrderedDict<std::string, torch::Tensor>& i
   return names;
 }
 
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0)
-    throw DataError("cannot write checkpoint " + path + ": cannot create " + temporary + "; check --save");
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t count = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (count <= 0) {
-      ::close(fd);
-      std::remove(temporary.c_str());
-      throw DataError("cannot write checkpoint " + path + ": write failed at byte offset " +
-                      std::to_string(written) + " (disk full?)");
-    }
-    written += static_cast<size_t>(count);
+// Name of the first parameter holding NaN or infinity, "" when all are finite.
+std::string first_non_finite_parameter(const torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : module.named_parameters()) {
+    if (!torch::isfinite(item.value()).all().item<bool>()) return item.key();
   }
-  // The data must be on disk before the rename makes it the checkpoint; otherwise a crash
-  // could leave a complete-looking name over incomplete contents.
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    std::remove(temporary.c_str());
-    throw DataError("cannot write checkpoint " + path + ": flushing " + temporary + " to disk failed");
+  return "";
+}
+
+std::string read_checkpoint_file(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) {
+    throw DataError("cannot read checkpoint " + path + ": " + std::strerror(errno) + "; check --resume");
   }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw DataError("cannot write checkpoint " + path + ": renaming " + temporary + " over it failed");
-  }
+  if (S_ISDIR(info.st_mode))
+    throw DataError("cannot read checkpoint " + path + ": it is a directory, not a file");
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (!in && !in.eof()) throw DataError("cannot read checkpoint " + path + ": reading it failed");
+  return bytes.str();
 }
 
 }  // namespace
@@ -222,8 +225,17 @@ TrainStep Trainer::train_step() {
   }
   TrainStep out = run_step(batch, *runner_);
   if (!std::isfinite(out.loss)) {
+    const std::string broken = first_non_finite_parameter(*model_.chain);
+    if (!broken.empty()) {
+      throw RuntimeError("training loss became " + std::to_string(out.loss) + " at step " +
+                         std::to_string(step_ + 1) + " of " + model_.info.name +
+                         " because the weights are not finite (parameter " + broken +
+                         "): the previous update overflowed; lower --lr (now " +
+                         std::to_string(options_.learning_rate) + ")");
+    }
     throw RuntimeError("training loss became " + std::to_string(out.loss) + " at step " +
-                       std::to_string(step_ + 1) + " of " + model_.info.name + "; lower --lr (now " +
+                       std::to_string(step_ + 1) + " of " + model_.info.name +
+                       " with finite weights: training diverged; lower --lr (now " +
                        std::to_string(options_.learning_rate) + ")");
   }
   const double max_norm =
@@ -311,27 +323,84 @@ void Trainer::save(const std::string& path) const {
   for (size_t i = 0; i < buffers.size(); ++i) {
     archive.write("buffer" + std::to_string(i), buffers[i].value(), /*is_buffer=*/true);
   }
-  torch::serialize::OutputArchive optimizer_archive;
-  optimizer_->save(optimizer_archive);
-  archive.write("optimizer", optimizer_archive);
+  write_optimizer_state(archive);
   std::ostringstream bytes;
   archive.save_to(bytes);
-  write_file_atomically(path, bytes.str());
+  write_file_atomically(path, seal(kCheckpointFormatName, static_cast<int>(kCheckpointFormat), bytes.str()));
+}
+
+// LibTorch's own optimizer serialization keys the state by tensor addresses and writes it
+// in hash-map order, so two identical runs would save different bytes. Here the state is
+// written per parameter index: the same state gives the same file.
+void Trainer::write_optimizer_state(torch::serialize::OutputArchive& archive) const {
+  const auto& states = optimizer_->state();
+  const std::vector<torch::Tensor> parameters = model_.chain->parameters();
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const auto found = states.find(c10::guts::to_string(parameters[i].unsafeGetTensorImpl()));
+    const std::string prefix = "adamw" + std::to_string(i) + "_";
+    if (found == states.end()) {
+      archive.write(prefix + "step", scalar(-1));
+      continue;
+    }
+    const auto& state = static_cast<const torch::optim::AdamWParamState&>(*found->second);
+    archive.write(prefix + "step", scalar(state.step()));
+    archive.write(prefix + "exp_avg", state.exp_avg());
+    archive.write(prefix + "exp_avg_sq", state.exp_avg_sq());
+    if (state.max_exp_avg_sq().defined()) archive.write(prefix + "max_exp_avg_sq", state.max_exp_avg_sq());
+  }
+}
+
+// Reads what write_optimizer_state wrote into new states (the caller installs them).
+std::vector<std::unique_ptr<torch::optim::AdamWParamState>> Trainer::read_optimizer_state(
+    torch::serialize::InputArchive& archive) const {
+  const std::vector<torch::Tensor> parameters = model_.chain->parameters();
+  std::vector<std::unique_ptr<torch::optim::AdamWParamState>> states(parameters.size());
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const std::string prefix = "adamw" + std::to_string(i) + "_";
+    const int64_t step = read_int(archive, prefix + "step");
+    if (step < 0) continue;
+    auto state = std::make_unique<torch::optim::AdamWParamState>();
+    state->step(step);
+    torch::Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
+    archive.read(prefix + "exp_avg", exp_avg);
+    archive.read(prefix + "exp_avg_sq", exp_avg_sq);
+    if (!exp_avg.sizes().equals(parameters[i].sizes()) || !exp_avg_sq.sizes().equals(parameters[i].sizes())) {
+      throw DataError("optimizer state of parameter " + std::to_string(i) + " has the wrong shape");
+    }
+    state->exp_avg(exp_avg);
+    state->exp_avg_sq(exp_avg_sq);
+    if (archive.try_read(prefix + "max_exp_avg_sq", max_exp_avg_sq)) state->max_exp_avg_sq(max_exp_avg_sq);
+    states[i] = std::move(state);
+  }
+  return states;
 }
 
 void Trainer::resume(const std::string& path) {
+  const std::string bytes = read_checkpoint_file(path);
+  int64_t sealed_format = 1;
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    if (is_sealed(bytes)) {
+      const Unsealed content = unseal(bytes, "checkpoint " + path);
+      if (content.format != kCheckpointFormatName) {
+        throw DataError("checkpoint " + path + " is a " + content.format + " file, not a memento.checkpoint");
+      }
+      sealed_format = content.version;
+      std::istringstream payload(content.payload);
+      archive.load_from(payload);
+    } else {
+      std::istringstream payload(bytes);
+      archive.load_from(payload);
+    }
   } catch (const c10::Error& e) {
     throw DataError("cannot read checkpoint " + path + ": not a memento checkpoint or damaged (" +
                     first_line(e.what_without_backtrace()) + ")");
   }
   try {
     const int64_t format = read_int(archive, "format");
-    if (format != kCheckpointFormat) {
+    if (format != sealed_format || format < 1 || format > kCheckpointFormat) {
       throw DataError("checkpoint " + path + " has format " + std::to_string(format) +
-                      "; this memento reads format " + std::to_string(kCheckpointFormat));
+                      "; this memento reads formats 1 to " + std::to_string(kCheckpointFormat));
     }
     auto mismatch = [&](const std::string& what, const std::string& saved, const std::string& now,
                         const std::string& option) {
@@ -376,20 +445,44 @@ void Trainer::resume(const std::string& path) {
       return values;
     };
     const auto parameter_values = read_tensors(parameters, "parameter");
+    for (size_t i = 0; i < parameter_values.size(); ++i) {
+      if (!torch::isfinite(parameter_values[i]).all().item<bool>()) {
+        throw DataError(
+            "checkpoint " + path + " holds weights that are not finite (NaN or inf) in parameter " +
+            parameters[i].key() +
+            ": it was saved after training diverged; resume from an earlier checkpoint, or start over");
+      }
+    }
     const auto buffer_values = read_tensors(buffers, "buffer");
     const int64_t step = read_int(archive, "step");
     const LoaderPosition position{read_int(archive, "data_epoch"), read_int(archive, "data_index")};
     torch::Tensor rng;
     archive.read("rng_cpu", rng);
     torch::serialize::InputArchive optimizer_archive;
-    archive.read("optimizer", optimizer_archive);
+    std::vector<std::unique_ptr<torch::optim::AdamWParamState>> optimizer_states;
+    if (format == 1) {
+      archive.read("optimizer", optimizer_archive);
+    } else {
+      optimizer_states = read_optimizer_state(archive);
+    }
 
     {
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < parameter_values.size(); ++i) parameters[i].value().copy_(parameter_values[i]);
       for (size_t i = 0; i < buffer_values.size(); ++i) buffers[i].value().copy_(buffer_values[i]);
     }
-    optimizer_->load(optimizer_archive);
+    if (format == 1) {
+      optimizer_->load(optimizer_archive);
+    } else {
+      auto& states = optimizer_->state();
+      states.clear();
+      const std::vector<torch::Tensor> parameters_in_order = model_.chain->parameters();
+      for (size_t i = 0; i < optimizer_states.size(); ++i) {
+        if (optimizer_states[i])
+          states[c10::guts::to_string(parameters_in_order[i].unsafeGetTensorImpl())] =
+              std::move(optimizer_states[i]);
+      }
+    }
     loader_.set_position(position);
     set_rng_state(rng);
     step_ = step;

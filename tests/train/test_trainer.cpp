@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -255,6 +256,47 @@ TEST(TrainCheckpoint, SaveIsAtomicAndBadCheckpointsAreRefusedByName) {
   expect_error<memento::InvalidArgument>([&] { wide.resume(path); }, {path, "shape"});
   std::remove(path.c_str());
   std::remove(broken.c_str());
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Any changed byte is refused by the checksum before a byte of it is used, naming the file,
+// and the file is left as it is; a checkpoint of the same state is the same bytes.
+TEST(TrainCheckpoint, EveryFlippedByteIsRefusedAndSavesAreDeterministic) {
+  const auto text = tiny_text();
+  const std::string first_path = temp_path("first.ckpt"), second_path = temp_path("second.ckpt");
+  for (const std::string& path : {first_path, second_path}) {
+    memento::Trainer trainer(tiny_model(), text.train, text.validation, tiny_options(4));
+    trainer.train_step();
+    trainer.train_step();
+    trainer.save(path);
+  }
+  const std::string bytes = file_bytes(first_path);
+  ASSERT_EQ(bytes, file_bytes(second_path)) << "two identical runs must write identical checkpoints";
+  ASSERT_EQ(bytes.rfind("memento-sealed\nformat memento.checkpoint\nversion 2\n", 0), 0u);
+
+  std::mt19937_64 random(3);
+  const std::string flipped = temp_path("flipped.ckpt");
+  for (int trial = 0; trial < 40; ++trial) {
+    std::string damaged = bytes;
+    const size_t offset = trial == 0 ? bytes.size() - 1 : random() % bytes.size();
+    damaged[offset] = static_cast<char>(damaged[offset] ^ (1 + random() % 255));
+    std::ofstream(flipped, std::ios::binary)
+        .write(damaged.data(), static_cast<std::streamsize>(damaged.size()));
+    memento::Trainer trainer(tiny_model(), text.train, text.validation, tiny_options(4));
+    try {
+      trainer.resume(flipped);
+      ADD_FAILURE() << "a flip at byte " << offset << " of " << bytes.size() << " was accepted";
+    } catch (const memento::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(flipped), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(trainer.step(), 0) << "a refused checkpoint must leave the trainer as it was";
+    EXPECT_EQ(file_bytes(flipped), damaged) << "a refused checkpoint is left untouched";
+  }
+  for (const std::string& path : {first_path, second_path, flipped}) std::remove(path.c_str());
 }
 
 TEST(TrainPlanning, InfeasibleBudgetNamesTheMinimum) {

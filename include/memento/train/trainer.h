@@ -116,13 +116,17 @@ class Trainer {
   /// measure_step() for the current plan (set_plan/set_schedule), through its runner.
   TrainStep measure_plan_step();
 
-  /// Writes the training state to `path` atomically (a temporary file in the same
-  /// directory, flushed to disk, then renamed over `path`). Throws DataError naming the
-  /// file when it cannot be written.
+  /// Writes the training state to `path` atomically (memento/core/output_file.h: a
+  /// temporary file in the same directory, flushed to disk, then renamed over `path`),
+  /// sealed with its format version, length and checksum (memento/core/sealed.h). The same
+  /// state always gives the same bytes, so a checkpoint's hash identifies its state.
+  /// Throws IoError naming the file when it cannot be written.
   void save(const std::string& path) const;
-  /// Restores a state written by save(). Throws DataError naming the file when it is not
-  /// a memento checkpoint or is damaged, and InvalidArgument naming the option when it was
-  /// written for another model, parameter shape, batch size, seed or data set.
+  /// Restores a state written by save() (or by memento 0.1's unsealed format 1). Throws
+  /// DataError naming the file when it is missing, not a memento checkpoint, truncated or
+  /// damaged (checksum), and InvalidArgument naming the option when it was written for
+  /// another model, parameter shape, batch size, seed or data set. A refused checkpoint
+  /// leaves the trainer as it was.
   void resume(const std::string& path);
 
   /// Bytes that stay allocated across steps: parameters and buffers, gradients, AdamW's
@@ -141,6 +145,9 @@ class Trainer {
   TrainStep measure_with(PlanRunner& runner);
   std::unique_ptr<PlanRunner> static_runner(Schedule schedule);
   int64_t step_peak_bytes(const StepResult& result) const;
+  void write_optimizer_state(torch::serialize::OutputArchive& archive) const;
+  std::vector<std::unique_ptr<torch::optim::AdamWParamState>> read_optimizer_state(
+      torch::serialize::InputArchive& archive) const;
 
   Model model_;
   std::shared_ptr<const Dataset> train_;
