@@ -80,12 +80,16 @@ bench: build
 bench-peer: build
 	bash bench/peer/run.sh $(BUILD_DIR)
 
+# Both fuzzers run FUZZ_SECONDS each. Inputs go up to 256 KiB, and the corpus holds deep
+# (70,000 levels) and long (a 200 KB name) documents: nesting and length are attack surfaces.
 fuzz: deps
 	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
 	  -DMEMENTO_CORE_ONLY=ON -DMEMENTO_FUZZ=ON -DMEMENTO_BENCH=OFF
-	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_profile
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_profile fuzz_inputs
 	mkdir -p $(FUZZ_DIR)/corpus && cp -n examples/profiles/*.json tests/core/fuzz_corpus/* $(FUZZ_DIR)/corpus/ 2>/dev/null || true
-	$(FUZZ_DIR)/bin/fuzz_profile -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_DIR)/corpus
+	python3 -c "import sys; open(sys.argv[1] + '/deep.json', 'w').write('{\"fixed_bytes\": ' + '['*70000 + ']'*70000 + ', \"stages\": []}'); open(sys.argv[1] + '/long.json', 'w').write('{\"fixed_bytes\": 1, \"stages\": [{\"name\": \"' + 'n'*200000 + '\"}]}'); open(sys.argv[1] + '/sealed.ckpt', 'w').write('memento-sealed\nformat memento.checkpoint\nversion 2\nbytes 5\nfnv1a64 a430d84680aabd0b\n\nhello')" $(FUZZ_DIR)/corpus
+	$(FUZZ_DIR)/bin/fuzz_profile -max_total_time=$(FUZZ_SECONDS) -max_len=262144 $(FUZZ_DIR)/corpus
+	$(FUZZ_DIR)/bin/fuzz_inputs -max_total_time=$(FUZZ_SECONDS) -max_len=262144 $(FUZZ_DIR)/corpus
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')

@@ -11,6 +11,7 @@
 
 #include "memento/core/budget.h"
 #include "memento/core/error.h"
+#include "memento/core/output_file.h"
 #include "memento/core/planner.h"
 
 namespace memento::cli {
@@ -21,6 +22,26 @@ void exit_with(int code) {
 
 CLI::Option* add_format_option(CLI::App* command, std::string& format_text) {
   return command->add_option("--format", format_text, "report format: text or json")->capture_default_str();
+}
+
+void check_output(const std::string& path, const std::string& option) {
+  try {
+    check_output_path(path);
+  } catch (const IoError& e) {
+    throw InvalidArgument(option + ": " + e.what());
+  }
+}
+
+void write_output(const std::string& path, const std::string& contents, const std::string& option) {
+  try {
+    write_file_atomically(path, contents);
+  } catch (const IoError& e) {
+    throw InvalidArgument(option + ": " + e.what());
+  }
+}
+
+void refuse_unused(const CLI::App& command, const std::string& option, bool used, const std::string& why) {
+  if (!used && command.count(option) > 0) throw InvalidArgument(option + " " + why);
 }
 
 Format parse_format(const std::string& format_text) {

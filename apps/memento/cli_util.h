@@ -57,6 +57,20 @@ enum ExitCode : int {
 /// CLI::RuntimeError(code), which main() turns into the process exit code silently.
 [[noreturn]] void exit_with(int code);
 
+/// Checks before any work starts that the file `path` given with `option` can be written
+/// (see memento::check_output_path; a stale temporary of it is removed). Throws
+/// InvalidArgument naming the option.
+void check_output(const std::string& path, const std::string& option);
+
+/// Writes an output file atomically (memento::write_file_atomically); an IoError comes out
+/// as InvalidArgument naming the option.
+void write_output(const std::string& path, const std::string& contents, const std::string& option);
+
+/// Throws InvalidArgument("<option> <why>") when `option` was given on the command line of
+/// `command` although this run does not use it (`used` false): an option that would be
+/// ignored silently is an error.
+void refuse_unused(const CLI::App& command, const std::string& option, bool used, const std::string& why);
+
 /// Output format of a report.
 enum class Format { Text, Json };
 

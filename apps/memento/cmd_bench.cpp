@@ -43,27 +43,6 @@ struct BenchArgs {
   std::string format_text = "text";
 };
 
-// Through a temporary file in the same directory and a rename, so a reader never sees half a file.
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::filesystem::path target(path);
-  const std::filesystem::path temporary =
-      target.parent_path() / ("." + target.filename().string() + ".tmp" + std::to_string(::getpid()));
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out)
-      throw InvalidArgument("--out: cannot write " + temporary.string() + "; check the directory exists");
-    out << text;
-    out.flush();
-    if (!out) throw InvalidArgument("--out: writing " + temporary.string() + " failed (disk full?)");
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, target, error);
-  if (error) {
-    std::filesystem::remove(temporary, error);
-    throw InvalidArgument("--out: cannot rename the temporary file to " + path);
-  }
-}
-
 std::string format_ratio(double value) {
   char text[32];
   std::snprintf(text, sizeof(text), "%.6f", value);
@@ -169,18 +148,13 @@ void run_bench_command(const BenchArgs& args, bool budgets_given) {
   } else if (!args.memory_cap_text.empty()) {
     throw InvalidArgument("--memory-cap is only used with --max-batch; add --max-batch or drop --memory-cap");
   }
-  if (!args.out_path.empty()) {
-    const std::filesystem::path parent = std::filesystem::path(args.out_path).parent_path();
-    if (!parent.empty() && !std::filesystem::is_directory(parent)) {
-      throw InvalidArgument("--out: directory " + parent.string() + " does not exist");
-    }
-  }
+  if (!args.out_path.empty()) check_output(args.out_path, "--out");
   if (!args.quiet)
     options.progress([](const std::string& line) { std::cerr << "memento bench: " << line << "\n"; });
 
   const BenchResult result = run_bench(options);
   const nlohmann::json document = bench_to_json(result);
-  if (!args.out_path.empty()) write_atomically(args.out_path, document.dump(2) + "\n");
+  if (!args.out_path.empty()) write_output(args.out_path, document.dump(2) + "\n", "--out");
   if (format == Format::Json) {
     print_json(document);
   } else {

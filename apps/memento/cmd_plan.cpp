@@ -214,6 +214,11 @@ void print_plan_text(const Plan& plan, const Baseline& baseline, const ChainProf
   std::cout << table.str();
 }
 
+// Long planning says what it is doing, on stderr: stdout may carry JSON.
+void print_progress(const std::string& line) {
+  std::cerr << "memento plan: " << line << std::endl;
+}
+
 void run_plan(const PlanArgs& args, Format format) {
   if (!args.budgets_text.empty())
     throw InvalidArgument("--budgets goes with --sweep; for one plan give --budget B");
@@ -227,7 +232,8 @@ void run_plan(const PlanArgs& args, Format format) {
   const Baseline baseline = make_baseline(profile, args.profile_path);
   const PlannerOptions options = PlannerOptions(budget_bytes)
                                      .memory_slots(static_cast<int>(args.slots))
-                                     .segments(static_cast<int>(args.segments));
+                                     .segments(static_cast<int>(args.segments))
+                                     .progress(print_progress);
   const Plan plan = planner->plan(profile, options);
 
   if (format == Format::Json) {
@@ -308,7 +314,8 @@ void run_sweep(const PlanArgs& args, Format format) {
   auto options_for = [&](int64_t budget_bytes) {
     return PlannerOptions(budget_bytes)
         .memory_slots(static_cast<int>(args.slots))
-        .segments(static_cast<int>(args.segments));
+        .segments(static_cast<int>(args.segments))
+        .progress(print_progress);
   };
 
   std::vector<SweepColumn> columns;
@@ -434,9 +441,10 @@ void add_plan_command(CLI::App& app) {
   command->add_flag("--list", args->list, "list every planner with its description");
   command->add_option("--profile", args->profile_path,
                       "profile JSON (docs/formats.md), e.g. examples/profiles/gpt2-small.json");
-  command->add_option("--budget", args->budget_text,
-                      "memory budget for the whole step: bytes (12GiB, 800MB, 1048576) or a share of the "
-                      "store-all peak (40%)");
+  command->add_option(
+      "--budget", args->budget_text,
+      "memory budget for the whole step: a size with its unit (12GiB, 800MB, 1048576B) or a share of the "
+      "store-all peak (40%)");
   command->add_option("--planner", args->planner_name, "planner name (see --list)")->capture_default_str();
   command->add_option("--slots", args->slots, "memory discretization of the dynamic-programming planners")
       ->capture_default_str();
@@ -451,12 +459,23 @@ void add_plan_command(CLI::App& app) {
   command->add_option("--planners", args->planners_text, "planners of a sweep: all or a comma-separated list")
       ->capture_default_str();
   add_format_option(command, args->format_text);
-  command->callback([args] {
+  command->callback([args, command] {
     const Format format = parse_format(args->format_text);
+    for (const char* option : {"--profile", "--budget", "--planner", "--slots", "--segments", "--sweep",
+                               "--budgets", "--planners"}) {
+      refuse_unused(*command, option, !args->list, "is not used with --list (it only lists the planners)");
+    }
     if (args->list) {
       run_list(format);
       return;
     }
+    refuse_unused(*command, "--planners", args->sweep,
+                  "selects the planners of a --sweep; for one plan give --planner");
+    refuse_unused(*command, "--budgets", args->sweep,
+                  "gives the budgets of a --sweep; for one plan give --budget");
+    refuse_unused(*command, "--planner", !args->sweep, "picks one plan; a --sweep takes --planners");
+    refuse_unused(*command, "--segments", args->planner_name == "uniform" || args->sweep,
+                  "is only used by --planner uniform");
     require_at_least(args->slots, 1, "--slots");
     if (args->slots > kMaxSlots) {
       throw InvalidArgument("--slots " + std::to_string(args->slots) + " is more than " +

@@ -83,21 +83,6 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& name,
                         "\" is unknown; choose one of sgd, momentum, adam, adamw, adagrad, rmsprop");
 }
 
-void write_json_file(const nlohmann::json& document, const std::string& path, const std::string& option) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary);
-    if (!out)
-      throw InvalidArgument(option + " " + path + ": cannot open the file for writing; check the directory");
-    out << document.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    if (!out) throw InvalidArgument(option + " " + path + ": writing failed (disk full?)");
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw InvalidArgument(option + " " + path + ": cannot replace the file; check its permissions");
-  }
-}
-
 // Every planner at `points` budgets spread evenly from the smallest minimum feasible
 // budget of any planner up to the store-all peak, planned on the measured profile.
 nlohmann::json predicted_frontier(const ChainProfile& profile, int points) {
@@ -211,6 +196,10 @@ void run_profile(const ProfileArguments& arguments) {
         "--planner " + arguments.planner +
         " needs --budget (bytes such as 300MiB, or a share of the store-all peak such as 60%)");
   }
+  // Outputs are checked before the minutes of measuring, not after.
+  if (!arguments.out_path.empty()) check_output(arguments.out_path, "--out");
+  if (!arguments.timeline_path.empty()) check_output(arguments.timeline_path, "--timeline");
+  if (!arguments.report_path.empty()) check_output(arguments.report_path, "--report");
   // Installed before the model exists so that its parameters are counted like everything else.
   MemoryTracker::instance();
   ModelOptions model_options;
@@ -233,7 +222,10 @@ void run_profile(const ProfileArguments& arguments) {
           .optimizer_bytes(optimizer_state_bytes(arguments.optimizer, *model.chain))
           .model(description);
   const ChainProfile profile = profile_chain(*model.chain, batch, model.loss, options);
-  if (!arguments.out_path.empty()) write_profile(profile, arguments.out_path);
+  if (!arguments.out_path.empty()) {
+    validate_profile(profile, "measured profile");
+    write_output(arguments.out_path, profile_to_json(profile).dump(2) + "\n", "--out");
+  }
 
   // The plan is made (and refused when infeasible) before anything runs.
   const int64_t store_all_bytes = store_all_peak_bytes(profile);
@@ -255,13 +247,15 @@ void run_profile(const ProfileArguments& arguments) {
   }
   const nlohmann::json timelines_json = timelines_to_json(timelines);
   if (!arguments.timeline_path.empty())
-    write_json_file(timelines_json, arguments.timeline_path, "--timeline");
+    write_output(arguments.timeline_path,
+                 timelines_json.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                 "--timeline");
   if (!arguments.report_path.empty()) {
     const nlohmann::json report = {{"format", "memento.profile_report/1"},
                                    {"profile", profile_to_json(profile)},
                                    {"timelines", timelines_json},
                                    {"frontier", predicted_frontier(profile, arguments.frontier_points)}};
-    write_html_report(report, arguments.report_path);
+    write_output(arguments.report_path, render_html_report(report), "--report");
   }
 
   if (format == Format::Json) {

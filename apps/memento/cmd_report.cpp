@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "memento/core/budget.h"
 #include "memento/core/error.h"
+#include "memento/core/json_input.h"
 #include "memento/report/html.h"
 
 namespace memento::cli {
@@ -32,12 +33,7 @@ nlohmann::json read_document(const std::string& path) {
                           "memento profile --timeline, memento bench --format json or memento plan --sweep");
   std::ostringstream text;
   text << in.rdbuf();
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::parse_error& error) {
-    throw InvalidArgument(path + " is not valid JSON (byte " + std::to_string(error.byte) +
-                          "); pass the file a memento command wrote");
-  }
+  return parse_json_input(text.str(), path);
 }
 
 }  // namespace
@@ -61,11 +57,12 @@ void add_report_command(CLI::App& app) {
       "2000)");
   command->callback([arguments] {
     require_at_least(arguments->max_points, 16, "--max-points");
+    check_output(arguments->out_path, "--out");
     const nlohmann::json document = read_document(arguments->input_path);
     const HtmlReportOptions options =
         HtmlReportOptions().title(arguments->title).max_timeline_points(arguments->max_points);
     const size_t chart_count = report_charts(document, options).size();
-    write_html_report(document, arguments->out_path, options);
+    write_output(arguments->out_path, render_html_report(document, options), "--out");
     std::cout << "wrote " << arguments->out_path << ": " << chart_count << " charts, "
               << format_bytes(static_cast<int64_t>(std::filesystem::file_size(arguments->out_path)))
               << ", self-contained (open it in a browser; no network needed)\n";

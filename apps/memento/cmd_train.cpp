@@ -143,6 +143,8 @@ void run_train(const TrainArguments& args) {
   require_at_least(args.compare_repeats, 1, "--compare-repeats");
   if (!(args.lr > 0) || !std::isfinite(args.lr)) throw InvalidArgument("--lr must be a positive number");
   make_planner(args.planner);  // an unknown planner fails before any work
+  // A checkpoint that cannot be written is found now, not after the whole run.
+  if (!args.save.empty()) check_output(args.save, "--save");
 
   ModelOptions model_options;
   model_options.batch_size = args.batch;

@@ -208,7 +208,14 @@ void run_verify(const VerifyArgs& args) {
     }
     std::cout << table.str();
   }
-  if (!all_equal) exit_with(kExitNegative);
+  // Nothing verified is a negative outcome too: every planner was infeasible at this budget.
+  const bool any_ran = std::any_of(rows.begin(), rows.end(), [](const Row& row) { return row.ran; });
+  if (!all_equal || !any_ran) {
+    if (!any_ran)
+      print_warning("no planner fits --budget " + args.budget_text +
+                    ": nothing was verified; raise --budget");
+    exit_with(kExitNegative);
+  }
 }
 
 }  // namespace
