@@ -4,12 +4,14 @@
 /// and returns its peak memory, time and recomputation. It is the contract the runtime
 /// is tested against: measured peak and time must agree with it.
 ///
-/// Memory model. Live bytes = fixed_bytes + stored activations (a stored a_{i+1} whose
-/// graph i is alive is counted once, inside the graph) + live graphs (saved_bytes) +
-/// live gradients d_i (size of a_i, i >= 1). While an op runs, its result and its
-/// temporaries sit on top of the state before it:
-/// - a forward: + output + no_grad_temp_bytes() (ForwardNoGrad/Checkpoint) or
-///   + saved_bytes + forward_temp_bytes (WithGraph);
+/// Memory model. Live bytes = fixed_bytes + the distinct storages of the held activations
+/// (a stored copy of a_i, or graph i-1 holding it as its output; a storage passed through
+/// from an earlier activation, StageProfile::output_passthrough, is counted once however
+/// many copies hold it) + what live graphs save besides their outputs + live gradients d_i
+/// (size of a_i, i >= 1). While an op runs, its result and its temporaries sit on top of
+/// the state before it:
+/// - a forward: + the output's new bytes + no_grad_temp_bytes() (ForwardNoGrad/Checkpoint)
+///   or + saved_bytes + forward_temp_bytes (WithGraph);
 /// - Loss: + d_L;
 /// - Backward(i): + max(0, d_i (i >= 1) + backward_temp_bytes - backward_released_bytes).
 /// The op's peak is that sum; the step's peak is the largest op peak.
