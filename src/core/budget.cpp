@@ -44,7 +44,8 @@ const char* kAcceptedForms =
     "as "
     "40%";
 
-std::string no_unit_message(const std::string& raw, const std::string& number, bool share_too) {
+std::string no_unit_message(const std::string& raw, const std::string& digits, bool share_too) {
+  const std::string number = digits.size() <= 20 ? digits : "N";  // the forms, not the long number again
   return "size " + quoted(raw) + " has no unit; write " + number + "B for bytes, or " + number + "KiB, " +
          number + "MiB, " + number + "GiB" + (share_too ? ", or " + number + "% of the store-all peak" : "");
 }
