@@ -275,5 +275,59 @@ TEST(CliReliability, DamagedCheckpointIsRefusedAndLeftAsItWas) {
   }
 }
 
+// Random command lines from a pool of options and hostile values (the CLI's parsing,
+// beside fuzz_inputs for its value parsers): every run ends with exit 0, 1 or 2, never a
+// signal, and exit 2 prints exactly one short line.
+TEST(CliReliability, RandomCommandLinesNeverCrash) {
+  // --sweep is left out: a sweep is seconds of real work, not parsing.
+  const std::vector<std::string> options = {"--budget",   "--planner", "--slots", "--segments", "--budgets",
+                                            "--planners", "--format",  "--list",  "--profile"};
+  const std::vector<std::string> values = {"50%",
+                                           "0%",
+                                           "1000%",
+                                           "50",
+                                           "-1",
+                                           "99999999999999999999",
+                                           "1e9",
+                                           "optimal",
+                                           "all",
+                                           "uniform",
+                                           "text",
+                                           "json",
+                                           "",
+                                           "\x01",
+                                           "3",
+                                           "0",
+                                           "%",
+                                           "NaN",
+                                           "1GiB",
+                                           "-0",
+                                           std::string(500, 'z'),
+                                           "12GiB,40%",
+                                           ",,",
+                                           profile_path(),
+                                           "/nonexistent.json",
+                                           "--budget"};
+  std::mt19937 random(11);
+  for (int trial = 0; trial < 30; ++trial) {  // ~0.7 s each, mostly loading LibTorch
+    std::vector<std::string> args = {"plan", "--profile", profile_path()};
+    const int count = 1 + static_cast<int>(random() % 5);
+    for (int k = 0; k < count; ++k) {
+      args.push_back(options[random() % options.size()]);
+      if (random() % 4 != 0) args.push_back(values[random() % values.size()]);
+    }
+    std::string joined;
+    for (const std::string& arg : args) joined += " " + (arg.size() > 30 ? arg.substr(0, 30) + "..." : arg);
+    SCOPED_TRACE("memento" + joined);
+    const CommandResult result = run_memento(args);
+    ASSERT_TRUE(result.exit_code == 0 || result.exit_code == 1 || result.exit_code == 2)
+        << "exit " << result.exit_code << ": " << result.err;
+    if (result.exit_code == 2) {
+      EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << result.err;
+      EXPECT_LT(result.err.size(), 300u) << result.err;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace memento::cli_test
