@@ -71,13 +71,11 @@ void check_integer_options(CLI::App& app) {
             errno = 0;
             const bool negative = text.find('-') != std::string::npos;
             if (is_unsigned) {
-              const unsigned long long value = std::strtoull(begin, &end, 10);
-              (void)value;
+              static_cast<void>(std::strtoull(begin, &end, 10));
               if (!negative && end != begin && *end == '\0' && errno != ERANGE) return "";
               return text + " is not a whole number from 0 to 18446744073709551615";
             }
-            const long long value = std::strtoll(begin, &end, 10);
-            (void)value;
+            static_cast<void>(std::strtoll(begin, &end, 10));
             if (end != begin && *end == '\0' && errno != ERANGE) return "";
             return text + " is not a whole number from -9223372036854775808 to 9223372036854775807";
           },

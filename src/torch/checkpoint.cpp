@@ -98,20 +98,7 @@ class CheckpointBackward : public torch::autograd::Node {
 
  private:
   void check_signatures(const TensorList& outputs) const {
-    if (outputs.size() != signatures_.size()) {
-      throw RuntimeError("checkpoint: the function returned " + std::to_string(outputs.size()) +
-                         " tensors when recomputed but " + std::to_string(signatures_.size()) +
-                         " in its first run; a checkpointed function must be deterministic in shape");
-    }
-    for (size_t k = 0; k < outputs.size(); ++k) {
-      const detail::TensorSignature now = detail::TensorSignature::of(outputs[k]);
-      if (!(now == signatures_[k])) {
-        throw RuntimeError("checkpoint: output " + std::to_string(k) + " is " + now.str() +
-                           " when recomputed but was " + signatures_[k].str() +
-                           " in the first run; a checkpointed function must be deterministic in shape, dtype "
-                           "and device");
-      }
-    }
+    detail::check_recomputed_signatures(signatures_, outputs, "checkpoint: the function");
   }
 
   CheckpointFunction fn_;
@@ -127,16 +114,13 @@ class CheckpointBackward : public torch::autograd::Node {
 // statistics), except its inputs and outputs; with the options' module's statistics.
 std::vector<torch::Tensor> module_state_written(const detail::WriteWatch& watch, const TensorList& inputs,
                                                 const TensorList& outputs, const CheckpointOptions& options) {
-  auto storage_of = [](const torch::Tensor& tensor) -> const void* {
-    return tensor.defined() && tensor.has_storage() ? tensor.storage().unsafeGetStorageImpl() : nullptr;
-  };
   std::vector<const void*> excluded;
   for (const TensorList* list : {&inputs, &outputs}) {
-    for (const torch::Tensor& tensor : *list) excluded.push_back(storage_of(tensor));
+    for (const torch::Tensor& tensor : *list) excluded.push_back(detail::storage_key(tensor));
   }
   std::vector<torch::Tensor> state = detail::running_statistics(options.running_stats_module);
   for (const torch::Tensor& tensor : watch.written_tensors()) {
-    const void* key = storage_of(tensor);
+    const void* key = detail::storage_key(tensor);
     if (key == nullptr || std::find(excluded.begin(), excluded.end(), key) != excluded.end()) continue;
     excluded.push_back(key);
     state.push_back(tensor);
@@ -180,8 +164,7 @@ TensorList checkpoint(const CheckpointFunction& fn, const TensorList& inputs,
   }
   if (rng && rng->unchanged()) rng.reset();  // fn draws no random numbers
 
-  std::vector<detail::TensorSignature> signatures;
-  for (const torch::Tensor& output : outputs) signatures.push_back(detail::TensorSignature::of(output));
+  std::vector<detail::TensorSignature> signatures = detail::signatures_of(outputs);
   auto node =
       std::make_shared<CheckpointBackward>(std::move(next_edges), fn, std::move(kept), std::move(needs_grad),
                                            std::move(rng), std::move(module_state), std::move(signatures));

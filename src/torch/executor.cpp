@@ -48,6 +48,15 @@ bool is_differentiable(const torch::Tensor& tensor) {
   return tensor.defined() && torch::autograd::isDifferentiableType(tensor.scalar_type());
 }
 
+// Ends a step's state however the step ends (an exception from a stage included).
+template <class State>
+struct ResetOnExit {
+  std::unique_ptr<State>& state;
+  ~ResetOnExit() { state.reset(); }
+};
+template <class State>
+ResetOnExit(std::unique_ptr<State>&) -> ResetOnExit<State>;
+
 void synchronize_if_cuda(const TensorList& tensors) {
   for (const torch::Tensor& tensor : tensors) {
     if (tensor.defined() && tensor.is_cuda()) {
@@ -156,10 +165,7 @@ class Executor::CallerGraphBackward : public torch::autograd::Node {
       throw RuntimeError("PlannedChain: backward ran while its executor was inside another step");
     }
     executor_->state_ = std::move(state_);
-    struct Reset {
-      std::unique_ptr<State>& state;
-      ~Reset() { state.reset(); }
-    } reset{executor_->state_};
+    const ResetOnExit reset{executor_->state_};
     State& s = *executor_->state_;
     gradients.resize(s.output_count);
     s.gradients[s.length] = std::move(gradients);
@@ -357,10 +363,7 @@ void Executor::run_ops(const Schedule& schedule, int first, int end) {
 StepResult Executor::step(const Schedule& schedule, const Batch& batch) {
   MemoryTracker& tracker = MemoryTracker::instance();
   begin_state(schedule, batch, /*in_caller_graph=*/false);
-  struct Reset {
-    std::unique_ptr<State>& state;
-    ~Reset() { state.reset(); }
-  } reset{state_};
+  const ResetOnExit reset{state_};
   State& s = *state_;
   s.result.start_bytes = tracker.live_bytes();
   tracker.reset_peak();
@@ -392,10 +395,7 @@ TensorList Executor::forward_in_caller_graph(const std::shared_ptr<Executor>& se
                                              const TensorList& inputs) {
   const auto loss_at = std::find(schedule.begin(), schedule.end(), Op::loss());
   begin_state(schedule, Batch{inputs, {}}, /*in_caller_graph=*/true);
-  struct Reset {
-    std::unique_ptr<State>& state;
-    ~Reset() { state.reset(); }
-  } reset{state_};
+  const ResetOnExit reset{state_};
   State& s = *state_;
   s.start = Clock::now();
   const int loss_index = static_cast<int>(loss_at - schedule.begin());
@@ -466,23 +466,9 @@ std::vector<int> Executor::guarded_activations(int stage, OpKind kind, int op_in
 }
 
 void Executor::check_recomputed_outputs(int stage, const TensorList& outputs) const {
-  const State& s = state();
-  const std::vector<detail::TensorSignature>& first = s.signatures[stage];
-  if (outputs.size() != first.size()) {
-    throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
-                       "\") returned " + std::to_string(outputs.size()) + " tensors when recomputed but " +
-                       std::to_string(first.size()) +
-                       " in its first run; a stage must be deterministic in shape");
-  }
-  for (size_t k = 0; k < first.size(); ++k) {
-    const detail::TensorSignature now = detail::TensorSignature::of(outputs[k]);
-    if (!(now == first[k])) {
-      throw RuntimeError("stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) +
-                         "\") output " + std::to_string(k) + " is " + now.str() +
-                         " when recomputed but was " + first[k].str() +
-                         " in its first run; a stage must be deterministic in shape, dtype and device");
-    }
-  }
+  detail::check_recomputed_signatures(
+      state().signatures[stage], outputs,
+      "stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) + "\")");
 }
 
 void Executor::run_forward(int stage, OpKind kind, int op_index) {
@@ -552,9 +538,7 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
   if (watch) keep_pristine(guarded, *watch, where);
 
   if (!recomputing) {
-    s.signatures[stage].clear();
-    for (const torch::Tensor& output : outputs)
-      s.signatures[stage].push_back(detail::TensorSignature::of(output));
+    s.signatures[stage] = detail::signatures_of(outputs);
     if (s.rng[stage] && s.rng[stage]->unchanged()) s.rng[stage].reset();  // draws no random numbers
   } else {
     check_recomputed_outputs(stage, outputs);

@@ -132,22 +132,18 @@ struct SharedOutputs {
   std::vector<const void*> new_storages;  // allocated, or written in place, by the stage
 };
 
-const void* storage_key(const torch::Tensor& tensor) {
-  return tensor.defined() && tensor.has_storage() ? tensor.storage().unsafeGetStorageImpl() : nullptr;
-}
-
 SharedOutputs shared_outputs(const TensorList& inputs, const std::vector<int64_t>& versions_before,
                              const TensorList& outputs,
                              const std::unordered_map<const void*, int>& origin_of) {
   SharedOutputs shared;
   std::vector<const void*> seen;
   for (const torch::Tensor& output : outputs) {
-    const void* key = storage_key(output);
+    const void* key = detail::storage_key(output);
     if (key == nullptr || std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
     seen.push_back(key);
     bool is_input = false, written = false;
     for (size_t k = 0; k < inputs.size(); ++k) {
-      if (storage_key(inputs[k]) != key) continue;
+      if (detail::storage_key(inputs[k]) != key) continue;
       is_input = true;
       written = written || (!inputs[k].is_inference() &&
                             static_cast<int64_t>(inputs[k]._version()) != versions_before[k]);
@@ -496,7 +492,7 @@ class ProfileRun {
     profile_.model = options.model();
     profile_.stages.resize(length_);
     activations_[0] = batch.inputs;
-    for (const torch::Tensor& input : batch.inputs) origin_of_.emplace(storage_key(input), 0);
+    for (const torch::Tensor& input : batch.inputs) origin_of_.emplace(detail::storage_key(input), 0);
   }
 
   ChainProfile run() {

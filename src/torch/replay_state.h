@@ -15,6 +15,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include "memento/core/error.h"
 #include "write_watch.h"
 
 namespace memento::detail {
@@ -255,6 +256,31 @@ struct TensorSignature {
     return text + "] on " + device.str();
   }
 };
+
+inline std::vector<TensorSignature> signatures_of(const std::vector<torch::Tensor>& tensors) {
+  std::vector<TensorSignature> signatures;
+  signatures.reserve(tensors.size());
+  for (const torch::Tensor& tensor : tensors) signatures.push_back(TensorSignature::of(tensor));
+  return signatures;
+}
+
+// A recomputation must give what the first run gave, in number, shape, dtype and device;
+// RuntimeError naming `who` (a stage, a checkpointed function) otherwise.
+inline void check_recomputed_signatures(const std::vector<TensorSignature>& first,
+                                        const std::vector<torch::Tensor>& outputs, const std::string& who) {
+  if (outputs.size() != first.size()) {
+    throw RuntimeError(who + " returned " + std::to_string(outputs.size()) + " tensors when recomputed but " +
+                       std::to_string(first.size()) + " in its first run; it must be deterministic in shape");
+  }
+  for (size_t k = 0; k < first.size(); ++k) {
+    const TensorSignature now = TensorSignature::of(outputs[k]);
+    if (!(now == first[k])) {
+      throw RuntimeError(who + " output " + std::to_string(k) + " is " + now.str() +
+                         " when recomputed but was " + first[k].str() +
+                         " in its first run; it must be deterministic in shape, dtype and device");
+    }
+  }
+}
 
 // Runs the autograd engine on one stage's local graph, from its outputs with the incoming
 // gradients d_{i+1}. Consumes both lists first: only the graph then holds what its

@@ -102,11 +102,6 @@ std::unique_ptr<at::ObserverContext> on_operator_start(const at::RecordFunction&
   return nullptr;
 }
 
-const void* storage_key(const torch::Tensor& tensor) {
-  if (!tensor.defined() || !tensor.has_storage()) return nullptr;
-  return tensor.storage().unsafeGetStorageImpl();
-}
-
 int64_t version_of(const torch::Tensor& tensor) {
   if (!tensor.defined() || tensor.is_inference()) return -1;
   return static_cast<int64_t>(tensor._version());

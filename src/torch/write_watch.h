@@ -25,6 +25,12 @@
 
 namespace memento::detail {
 
+// The identity of a tensor's storage (shared by its views and detached aliases); null for
+// undefined tensors and tensors without storage.
+inline const void* storage_key(const torch::Tensor& tensor) {
+  return tensor.defined() && tensor.has_storage() ? tensor.storage().unsafeGetStorageImpl() : nullptr;
+}
+
 class WriteWatch {
  public:
   // Guards the storages of `guarded` (undefined tensors and tensors without storage are
