@@ -121,13 +121,7 @@ int DtrPool::choose(double now_s, const std::function<bool(int)>& evictable) con
 // ---- DtrChainState --------------------------------------------------------------------
 
 DtrChainState::DtrChainState(const ChainProfile& profile)
-    : profile_(profile),
-      length_(profile.length()),
-      stored_(length_ + 1, false),
-      graph_(length_, false),
-      gradient_(length_ + 1, false),
-      live_bytes_(profile.fixed_bytes),
-      pool_(2 * length_) {
+    : profile_(profile), length_(profile.length()), state_(profile_), pool_(2 * length_) {
   for (int i = 0; i < length_; ++i) {
     const StageProfile& stage = profile.stages[i];
     // a_{i+1} and r_i both come from stage i run on a_i: a_i is their neighbour; a_{i+1}
@@ -143,83 +137,45 @@ DtrChainState::DtrChainState(const ChainProfile& profile)
   }
 }
 
-bool DtrChainState::available(int activation) const {
-  return activation == 0 || stored_.at(activation) || graph_.at(activation - 1);
-}
-
 int DtrChainState::nearest_available_below(int activation) const {
   int from = activation - 1;
   while (from > 0 && !available(from)) --from;
   return std::max(from, 0);
 }
 
-void DtrChainState::set_stored(int i, bool value) {
-  if (stored_[i] == value) return;
-  stored_[i] = value;
-  if (i >= 1 && !graph_[i - 1]) live_bytes_ += (value ? 1 : -1) * profile_.activation_bytes(i);
-}
-
 int64_t DtrChainState::graph_bytes(int i) const {
-  return i == length_ - 1 && gradient_[length_] ? profile_.last_graph_after_loss_bytes()
-                                                : profile_.stages[i].saved_bytes;
-}
-
-void DtrChainState::set_graph(int i, bool value) {
-  if (graph_[i] == value) return;
-  graph_[i] = value;
-  const int64_t sign = value ? 1 : -1;
-  live_bytes_ += sign * graph_bytes(i);
-  if (stored_[i + 1]) live_bytes_ -= sign * profile_.activation_bytes(i + 1);
-}
-
-void DtrChainState::set_gradient(int i, bool value) {
-  if (gradient_[i] == value) return;
-  gradient_[i] = value;
-  live_bytes_ += (value ? 1 : -1) * profile_.activation_bytes(i);
+  return i == length_ - 1 && state_.gradient(length_) ? profile_.last_graph_after_loss_bytes()
+                                                      : profile_.stages[i].saved_bytes;
 }
 
 void DtrChainState::on_op(const Op& op, double now_s) {
   const int i = op.stage;
+  if (op.is_forward() && i > 0) state_.adopt_stored(i);
+  state_.apply(op);
   switch (op.kind) {
     case OpKind::ForwardNoGrad:
     case OpKind::ForwardCheckpoint:
+    case OpKind::ForwardLossy:
       if (i > 0) pool_.access(activation_id(i), now_s);
-      set_stored(i + 1, true);
       pool_.materialize(activation_id(i + 1), now_s);
-      if (op.kind == OpKind::ForwardNoGrad && i > 0) {
-        set_stored(i, false);
-        if (!available(i)) pool_.evict(activation_id(i));
-      }
+      if (op.kind != OpKind::ForwardCheckpoint && i > 0 && !available(i)) pool_.evict(activation_id(i));
       break;
     case OpKind::ForwardWithGraph:
       if (i > 0) pool_.access(activation_id(i), now_s);
-      set_graph(i, true);
-      set_stored(i + 1, false);
       pool_.materialize(activation_id(i + 1), now_s);
       pool_.materialize(residual_id(i), now_s);
       break;
-    case OpKind::Loss: {
+    case OpKind::Loss:
       pool_.access(activation_id(length_), now_s);
-      set_gradient(length_, true);
-      // As in simulate(): graph L-1 drops its outputs once the loss has read them.
-      if (graph_[length_ - 1]) live_bytes_ -= profile_.stages.back().output_droppable_bytes;
       break;
-    }
     case OpKind::Backward:
-      set_graph(i, false);
-      set_gradient(i + 1, false);
       // Nothing reads r_i, a_{i+1} or a_i after Backward(i): they leave the pool (an
       // a_i still inside graph i-1 goes with that graph's Backward).
       pool_.release(residual_id(i));
       pool_.release(activation_id(i + 1));
-      if (i > 0) {
-        set_stored(i, false);
-        set_gradient(i, true);
-        pool_.release(activation_id(i));
-      }
+      if (i > 0) pool_.release(activation_id(i));
       break;
     case OpKind::Free:
-      set_stored(i, false);
       if (!available(i)) pool_.evict(activation_id(i));
       break;
   }
@@ -227,21 +183,22 @@ void DtrChainState::on_op(const Op& op, double now_s) {
 
 void DtrChainState::on_evicted(const DtrEviction& eviction) {
   const int i = eviction.index;
-  if (eviction.kind != DtrEviction::Kind::FreeActivation) {
-    if (!graph_.at(i)) {
-      throw ScheduleError("DTR: cannot evict the graph of stage " + std::to_string(i) + ": it is not alive");
-    }
-    set_graph(i, false);
-    pool_.evict(residual_id(i));
-    if (eviction.kind == DtrEviction::Kind::ShrinkGraph) {
-      set_stored(i + 1, true);
-    } else {
+  switch (eviction.kind) {
+    case DtrEviction::Kind::ShrinkGraph:
+      state_.shrink_graph(i);
+      pool_.evict(residual_id(i));
+      break;
+    case DtrEviction::Kind::DropGraph:
+      state_.drop_graph(i);
+      pool_.evict(residual_id(i));
       pool_.evict(activation_id(i + 1));
-    }
-  } else {
-    if (!stored_.at(i)) throw ScheduleError("DTR: cannot free a_" + std::to_string(i) + ": it is not stored");
-    set_stored(i, false);
-    pool_.evict(activation_id(i));
+      break;
+    case DtrEviction::Kind::FreeActivation:
+      if (!state_.stored(i))
+        throw ScheduleError("DTR: cannot free a_" + std::to_string(i) + ": it is not stored");
+      state_.apply(Op::free(i));
+      pool_.evict(activation_id(i));
+      break;
   }
 }
 
@@ -269,9 +226,9 @@ std::optional<DtrEviction> DtrChainState::choose_eviction(const std::vector<int>
     }
   };
   for (int stage = 0; stage < length_; ++stage) {
-    if (!graph_[stage] || contains(pinned_graphs, stage)) continue;
+    if (!graph_alive(stage) || state_.lossy_graph(stage) || contains(pinned_graphs, stage)) continue;
     // After the Loss the last graph has no outputs left to keep: only dropping it whole frees.
-    const bool outputs_dropped = stage == length_ - 1 && gradient_[length_];
+    const bool outputs_dropped = stage == length_ - 1 && state_.gradient(length_);
     if (!outputs_dropped) {
       consider({DtrEviction::Kind::ShrinkGraph, stage}, residual_id(stage), pool_.bytes(residual_id(stage)));
     }
@@ -279,14 +236,16 @@ std::optional<DtrEviction> DtrChainState::choose_eviction(const std::vector<int>
     // graph is not alive (it would have saved its input) and the op does not read it.
     // Stages whose graph is just their output (ReLU, Linear) free nothing by shrinking.
     const int output = stage + 1;
-    if (!(output < length_ && graph_[output]) && !contains(pinned_activations, output) && !stored_[output]) {
+    if (!(output < length_ && graph_alive(output)) && !contains(pinned_activations, output) &&
+        !stored(output)) {
       consider({DtrEviction::Kind::DropGraph, stage}, activation_id(output), graph_bytes(stage));
     }
   }
   for (int activation = 1; activation <= length_; ++activation) {
     // A live graph i saved its input a_i: freeing the stored copy would free nothing and
     // break Backward(i).
-    if (!stored_[activation] || (activation < length_ && graph_[activation]) ||
+    if (!stored(activation) ||
+        (activation < length_ && graph_alive(activation) && !state_.lossy_graph(activation)) ||
         contains(pinned_activations, activation)) {
       continue;
     }
@@ -314,25 +273,17 @@ DtrController::DtrController(const ChainProfile& profile, int64_t budget_bytes)
     : chain_(profile), budget_bytes_(budget_bytes) {}
 
 int64_t DtrController::op_bytes(const Op& op) const {
-  const ChainProfile& profile = chain_.profile();
-  if (op.kind == OpKind::Loss) {
-    // simulate()'s Loss: d_L and the loss's transients, plus the outputs a graph would
-    // have dropped when a_L is a stored copy.
-    const int last = profile.length() - 1;
-    return profile.activation_bytes(profile.length()) + profile.loss_temp_bytes +
-           (chain_.graph_alive(last) ? 0 : profile.stages.back().output_droppable_bytes);
+  const ChainState& state = chain_.state();
+  if (op.kind == OpKind::Loss || op.kind == OpKind::Free || op.kind == OpKind::ForwardLossy) {
+    return state.op_extra_bytes(op);
   }
-  if (op.kind == OpKind::Free) return 0;
-  const StageProfile& stage = profile.stages.at(op.stage);
-  const int64_t no_grad_bytes = stage.output_bytes + stage.no_grad_temp_bytes();
+  const StageProfile& stage = chain_.profile().stages.at(op.stage);
+  const int64_t no_grad_bytes = state.op_extra_bytes(Op::forward_checkpoint(op.stage));
   switch (op.kind) {
-    case OpKind::ForwardNoGrad:
-    case OpKind::ForwardCheckpoint:
-      return no_grad_bytes;
     case OpKind::ForwardWithGraph:
-      return std::max(stage.saved_bytes + stage.forward_temp_bytes, no_grad_bytes);
+      return std::max(state.op_extra_bytes(op), no_grad_bytes);
     case OpKind::Backward: {
-      const int64_t backward_bytes = stage.backward_peak_extra_bytes(op.stage > 0);
+      const int64_t backward_bytes = state.op_extra_bytes(op);
       if (chain_.graph_alive(op.stage)) return backward_bytes;
       // The rebuild's graph stays for the backward: reserve for both at once, because the
       // runtime sees the Backward before the executor rebuilds the graph inside it.
@@ -340,7 +291,7 @@ int64_t DtrController::op_bytes(const Op& op) const {
              std::max(std::max(stage.forward_temp_bytes, backward_bytes), no_grad_bytes - stage.saved_bytes);
     }
     default:
-      return 0;
+      return no_grad_bytes;
   }
 }
 
@@ -378,6 +329,7 @@ bool DtrController::prepare(const Op& op, DtrBackend& backend) {
     case OpKind::ForwardNoGrad:
     case OpKind::ForwardCheckpoint:
     case OpKind::ForwardWithGraph:
+    case OpKind::ForwardLossy:
       if (!ensure_available(i, backend)) return false;
       return make_room(op_bytes(op), {i}, {}, backend);
     case OpKind::Loss:

@@ -36,6 +36,14 @@ double ChainProfile::total_backward_s() const {
   return total;
 }
 
+bool ChainProfile::has_codec(Codec codec) const {
+  if (codec == Codec::None) return true;
+  for (const StageProfile& stage : stages) {
+    if (stage.lossy_cost(codec) == nullptr) return false;
+  }
+  return !stages.empty();
+}
+
 int64_t ChainProfile::last_graph_after_loss_bytes() const {
   const StageProfile& last = stages.back();
   return last.saved_bytes - last.output_droppable_bytes;
@@ -115,6 +123,55 @@ std::vector<StageProfile::Passthrough> read_passthrough(const json& object, cons
   return parts;
 }
 
+std::string read_string(const json& object, const char* field, bool required, const std::string& where);
+
+// "lossy": [{"codec": "int8", "saved_bytes": ..., ...}, ...], optional.
+std::vector<StageProfile::LossyCost> read_lossy(const json& object, const std::string& where) {
+  std::vector<StageProfile::LossyCost> costs;
+  auto it = object.find("lossy");
+  if (it == object.end() || it->is_null()) return costs;
+  if (!it->is_array())
+    throw ProfileError(where + ": field \"lossy\" must be a list of {\"codec\", ...} objects");
+  for (size_t k = 0; k < it->size(); ++k) {
+    const json& item = (*it)[k];
+    const std::string at = where + ", lossy[" + std::to_string(k) + "]";
+    if (!item.is_object())
+      throw ProfileError(at + ": must be an object {\"codec\": name, \"saved_bytes\": b, ...}");
+    StageProfile::LossyCost cost;
+    try {
+      cost.codec = codec_from_name(read_string(item, "codec", true, at));
+    } catch (const InvalidArgument& error) {
+      throw ProfileError(at + ": " + error.what());
+    }
+    cost.saved_bytes = read_bytes(item, "saved_bytes", true, at);
+    cost.forward_temp_bytes = read_bytes(item, "forward_temp_bytes", false, at);
+    cost.backward_temp_bytes = read_bytes(item, "backward_temp_bytes", false, at);
+    cost.pack_s = read_number(item, "pack_s", false, at);
+    cost.unpack_s = read_number(item, "unpack_s", false, at);
+    costs.push_back(cost);
+  }
+  return costs;
+}
+
+void check_lossy(const StageProfile& stage, const std::string& where) {
+  for (size_t k = 0; k < stage.lossy.size(); ++k) {
+    const StageProfile::LossyCost& cost = stage.lossy[k];
+    const std::string at = where + ", lossy[" + std::to_string(k) + "]";
+    if (cost.codec == Codec::None)
+      throw ProfileError(at + ": codec \"none\" is the exact forward; list lossy codecs only");
+    for (size_t j = 0; j < k; ++j) {
+      if (stage.lossy[j].codec == cost.codec) {
+        throw ProfileError(at + ": codec " + codec_name(cost.codec) + " is listed twice");
+      }
+    }
+    check_bytes(cost.saved_bytes, at, "saved_bytes");
+    check_bytes(cost.forward_temp_bytes, at, "forward_temp_bytes");
+    check_bytes(cost.backward_temp_bytes, at, "backward_temp_bytes");
+    check_time(cost.pack_s, at, "pack_s");
+    check_time(cost.unpack_s, at, "unpack_s");
+  }
+}
+
 std::string read_string(const json& object, const char* field, bool required, const std::string& where) {
   auto it = object.find(field);
   if (it == object.end() || it->is_null()) {
@@ -189,6 +246,7 @@ void validate_profile(const ChainProfile& profile, const std::string& source) {
       throw ProfileError(where + ": field \"flops\" must be a finite number >= 0");
     }
     check_passthrough(stage, i, where);
+    check_lossy(stage, where);
     if (stage.saved_bytes < stage.output_new_bytes()) {
       const int64_t passed = stage.output_passthrough_bytes();
       throw ProfileError(where + ": field \"saved_bytes\" (" + std::to_string(stage.saved_bytes) +
@@ -231,8 +289,23 @@ json profile_to_json(const ChainProfile& profile) {
         parts.push_back({{"from", part.from}, {"bytes", part.bytes}});
       stages.back()["output_passthrough"] = std::move(parts);
     }
+    if (!stage.lossy.empty()) {
+      json costs = json::array();
+      for (const StageProfile::LossyCost& cost : stage.lossy) {
+        costs.push_back({{"codec", codec_name(cost.codec)},
+                         {"saved_bytes", cost.saved_bytes},
+                         {"forward_temp_bytes", cost.forward_temp_bytes},
+                         {"backward_temp_bytes", cost.backward_temp_bytes},
+                         {"pack_s", cost.pack_s},
+                         {"unpack_s", cost.unpack_s}});
+      }
+      stages.back()["lossy"] = std::move(costs);
+    }
   }
-  json out = {{"model", profile.model}, {"fixed_bytes", profile.fixed_bytes}, {"stages", stages}};
+  json out = {{"format", kProfileFormat},
+              {"model", profile.model},
+              {"fixed_bytes", profile.fixed_bytes},
+              {"stages", stages}};
   if (profile.loss_temp_bytes > 0) out["loss_temp_bytes"] = profile.loss_temp_bytes;
   const FixedBytes& fixed = profile.fixed_breakdown;
   if (fixed.total() > 0) {
@@ -249,6 +322,12 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     throw ProfileError(source +
                        ": a profile must be a JSON object with \"stages\" and \"fixed_bytes\", got " +
                        std::string(document.type_name()));
+  }
+  const std::string format = read_string(document, "format", false, source);
+  if (!format.empty() && format != kProfileFormat && format != "memento.profile/1") {
+    throw ProfileError(source + ": field \"format\" is " + quoted(format) + "; this memento reads " +
+                       kProfileFormat +
+                       " and memento.profile/1 (regenerate the profile with memento profile)");
   }
   ChainProfile profile;
   profile.model = read_string(document, "model", false, source);
@@ -289,6 +368,7 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     stage.backward_released_bytes = read_bytes(item, "backward_released_bytes", false, named);
     stage.output_droppable_bytes = read_bytes(item, "output_droppable_bytes", false, named);
     stage.output_passthrough = read_passthrough(item, named);
+    stage.lossy = read_lossy(item, named);
     if (item.contains("forward_no_grad_temp_bytes")) {
       stage.forward_no_grad_temp_bytes = read_bytes(item, "forward_no_grad_temp_bytes", true, named);
     }

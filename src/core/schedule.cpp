@@ -18,6 +18,7 @@ constexpr KindNames kKindNames[] = {
     {OpKind::ForwardNoGrad, "forward_no_grad", "Fn"},
     {OpKind::ForwardCheckpoint, "forward_checkpoint", "Fc"},
     {OpKind::ForwardWithGraph, "forward_with_graph", "Fg"},
+    {OpKind::ForwardLossy, "forward_lossy", "Fq"},
     {OpKind::Loss, "loss", "L"},
     {OpKind::Backward, "backward", "B"},
     {OpKind::Free, "free", "X"},
@@ -48,7 +49,16 @@ OpKind op_kind_from_name(const std::string& name) {
 std::string to_string(const Op& op) {
   const KindNames& names = names_of(op.kind);
   if (op.kind == OpKind::Loss) return names.short_name;
-  return names.short_name + std::to_string(op.stage);
+  std::string text = names.short_name + std::to_string(op.stage);
+  if (op.kind == OpKind::ForwardLossy) text += std::string(":") + codec_name(op.codec);
+  return text;
+}
+
+bool is_lossy(const Schedule& schedule) {
+  for (const Op& op : schedule) {
+    if (op.kind == OpKind::ForwardLossy) return true;
+  }
+  return false;
 }
 
 std::string to_string(const Schedule& schedule) {
@@ -65,6 +75,7 @@ nlohmann::json schedule_to_json(const Schedule& schedule) {
   for (const Op& op : schedule) {
     nlohmann::json item = {{"op", op_kind_name(op.kind)}};
     if (op.kind != OpKind::Loss) item["stage"] = op.stage;
+    if (op.kind == OpKind::ForwardLossy) item["codec"] = codec_name(op.codec);
     ops.push_back(std::move(item));
   }
   return ops;
@@ -89,6 +100,23 @@ Schedule schedule_from_json(const nlohmann::json& json) {
       }
       op.stage = item["stage"].get<int>();
     }
+    if (op.kind == OpKind::ForwardLossy) {
+      if (!item.contains("codec") || !item["codec"].is_string()) {
+        throw InvalidArgument(
+            where + ": op \"forward_lossy\" needs a string field \"codec\" (bf16, fp16, int8, int4)");
+      }
+      try {
+        op.codec = codec_from_name(item["codec"].get<std::string>());
+      } catch (const InvalidArgument& error) {
+        throw InvalidArgument(where + ": " + error.what());
+      }
+      if (op.codec == Codec::None) {
+        throw InvalidArgument(
+            where + ": op \"forward_lossy\" needs a lossy codec, not \"none\" (use forward_with_graph)");
+      }
+    } else if (item.contains("codec")) {
+      throw InvalidArgument(where + ": only forward_lossy ops take a \"codec\"");
+    }
     schedule.push_back(op);
   }
   return schedule;
@@ -98,6 +126,15 @@ Schedule store_all_schedule(int length) {
   Schedule schedule;
   for (int i = 0; i < length; ++i) schedule.push_back(Op::forward_with_graph(i));
   schedule.push_back(Op::loss());
+  for (int i = length - 1; i >= 0; --i) schedule.push_back(Op::backward(i));
+  return schedule;
+}
+
+Schedule lossy_store_all_schedule(int length, Codec codec) {
+  Schedule schedule;
+  for (int i = 0; i < length; ++i) schedule.push_back(Op::forward_lossy(i, codec));
+  schedule.push_back(Op::loss());
+  schedule.push_back(Op::free(length));
   for (int i = length - 1; i >= 0; --i) schedule.push_back(Op::backward(i));
   return schedule;
 }

@@ -39,6 +39,7 @@
 #include <optional>
 #include <vector>
 
+#include "memento/core/chain_state.h"
 #include "memento/core/profile.h"
 #include "memento/core/schedule.h"
 
@@ -122,7 +123,9 @@ struct DtrEviction {
   bool operator==(const DtrEviction& other) const { return kind == other.kind && index == other.index; }
 };
 
-/// The chain's state as DTR sees it (schedule.h semantics) and its pool.
+/// The chain's state as DTR sees it: the op state machine of chain_state.h, which counts
+/// its live bytes, and the pool of its tensors. DTR never builds lossy graphs and never
+/// evicts one.
 ///
 /// Example:
 /// \code
@@ -133,16 +136,19 @@ struct DtrEviction {
 class DtrChainState {
  public:
   explicit DtrChainState(const ChainProfile& profile);
+  DtrChainState(const DtrChainState&) = delete;
+  DtrChainState& operator=(const DtrChainState&) = delete;
 
   int length() const { return length_; }
   const ChainProfile& profile() const { return profile_; }
-  bool available(int activation) const;
-  bool stored(int activation) const { return stored_.at(activation); }
-  bool graph_alive(int stage) const { return graph_.at(stage); }
+  bool available(int activation) const { return state_.available(activation); }
+  bool stored(int activation) const { return state_.stored(activation); }
+  bool graph_alive(int stage) const { return state_.graph_alive(stage); }
+  const ChainState& state() const { return state_; }
   /// Largest j < activation with a_j available (a_0 always is).
   int nearest_available_below(int activation) const;
   /// Live bytes of this state by the profile's sizes (simulate.h's memory model).
-  int64_t model_live_bytes() const { return live_bytes_; }
+  int64_t model_live_bytes() const { return state_.live_bytes(); }
 
   /// Records an op that ran (a forward of any kind, Loss, Backward, Free) at now_s.
   void on_op(const Op& op, double now_s);
@@ -163,17 +169,11 @@ class DtrChainState {
  private:
   int activation_id(int activation) const { return activation - 1; }
   int residual_id(int stage) const { return length_ + stage; }
-  void set_stored(int i, bool value);
-  void set_graph(int i, bool value);
   int64_t graph_bytes(int i) const;  // saved bytes; the last graph without its outputs after the Loss
-  void set_gradient(int i, bool value);
 
   ChainProfile profile_;
   int length_;
-  std::vector<bool> stored_;
-  std::vector<bool> graph_;
-  std::vector<bool> gradient_;
-  int64_t live_bytes_;
+  ChainState state_;  // refers to profile_
   DtrPool pool_;
 };
 

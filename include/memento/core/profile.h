@@ -22,6 +22,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "memento/core/codec.h"
+
 namespace memento {
 
 /// Costs of one stage of the chain.
@@ -64,6 +66,27 @@ struct StageProfile {
     int64_t bytes = 0;
   };
   std::vector<Passthrough> output_passthrough = {};
+
+  /// The costs of ForwardLossy(i, codec) and of its Backward, per measured codec
+  /// (`memento profile --codecs`). A lossy graph holds its packed tensors only; its output
+  /// is stored exact beside it (schedule.h).
+  struct LossyCost {
+    Codec codec = Codec::None;
+    int64_t saved_bytes = 0;          ///< what the graph holds once packed, its output's storage excluded
+    int64_t forward_temp_bytes = 0;   ///< transient bytes on top of the output and saved_bytes in the forward
+    int64_t backward_temp_bytes = 0;  ///< transient bytes on top of d_i in the backward (the unpacked copies)
+    double pack_s = 0;                ///< seconds the forward spends packing
+    double unpack_s = 0;              ///< seconds the backward spends unpacking
+  };
+  std::vector<LossyCost> lossy = {};
+
+  /// The measured costs of `codec`, nullptr when the profile has none for it.
+  const LossyCost* lossy_cost(Codec codec) const {
+    for (const LossyCost& cost : lossy) {
+      if (cost.codec == codec) return &cost;
+    }
+    return nullptr;
+  }
 
   /// Sum of output_passthrough's bytes.
   int64_t output_passthrough_bytes() const {
@@ -116,6 +139,8 @@ struct ChainProfile {
   int64_t activation_bytes(int i) const;
   double total_forward_s() const;
   double total_backward_s() const;
+  /// Whether every stage has measured costs for `codec`.
+  bool has_codec(Codec codec) const;
   /// Bytes the last stage's graph holds once the Loss has run (its output dropped):
   /// `saved_bytes - output_droppable_bytes` of stage L-1.
   int64_t last_graph_after_loss_bytes() const;
@@ -125,6 +150,10 @@ struct ChainProfile {
 /// consecutive sizes agree, at least one stage). Throws ProfileError naming `source`
 /// (a file name or "profile"), the stage and the field.
 void validate_profile(const ChainProfile& profile, const std::string& source = "profile");
+
+/// The profile JSON's format name and version: "memento.profile/2" (a stage may carry
+/// "lossy" costs). Files without a "format" field are version 1 and still read.
+constexpr const char* kProfileFormat = "memento.profile/2";
 
 /// JSON conversion. `profile_from_json` validates and throws ProfileError naming
 /// `source`, the stage index and name, and the field.
