@@ -116,7 +116,7 @@ int64_t round_up_units(int64_t bytes, int64_t memory_bytes, int slots) {
 }
 
 DiscreteChain convert(const ChainProfile& profile, int64_t capacity, int64_t (*units)(int64_t, int64_t, int),
-                      int64_t memory_bytes, int slots) {
+                      int64_t memory_bytes, int slots, const std::vector<Codec>& codecs) {
   DiscreteChain chain;
   const int length = profile.length();
   chain.length = length;
@@ -137,6 +137,26 @@ DiscreteChain convert(const ChainProfile& profile, int64_t capacity, int64_t (*u
   chain.loss_temp = units(profile.loss_temp_bytes, memory_bytes, slots);
   chain.last_graph_after_loss = units(profile.last_graph_after_loss_bytes(), memory_bytes, slots);
   chain.output_droppable = units(profile.stages.back().output_droppable_bytes, memory_bytes, slots);
+  for (Codec codec : codecs) {
+    DiscreteChain::Lossy lossy;
+    lossy.codec = codec;
+    for (int i = 0; i < length; ++i) {
+      const StageProfile& stage = profile.stages[i];
+      const StageProfile::LossyCost* cost = stage.lossy_cost(codec);
+      if (cost == nullptr) {
+        throw InvalidArgument("stage " + std::to_string(i) + " (" + quoted(stage.name) +
+                              ") has no costs for codec " + codec_name(codec) + "; profile with codecs " +
+                              codec_name(codec) + " (memento profile --codecs)");
+      }
+      lossy.saved.push_back(units(cost->saved_bytes, memory_bytes, slots));
+      lossy.forward_temp.push_back(units(cost->forward_temp_bytes, memory_bytes, slots));
+      const int64_t backward_bytes = (i > 0 ? stage.input_bytes : 0) + cost->backward_temp_bytes;
+      lossy.backward_extra.push_back(units(std::max<int64_t>(backward_bytes, 0), memory_bytes, slots));
+      lossy.forward_s.push_back(stage.forward_s + cost->pack_s);
+      lossy.backward_s.push_back(stage.backward_s + cost->unpack_s);
+    }
+    chain.lossy.push_back(std::move(lossy));
+  }
   return chain;
 }
 
@@ -785,17 +805,19 @@ int resolve_threads(int threads) {
 
 }  // namespace
 
-DiscreteChain exact_chain(const ChainProfile& profile, int64_t capacity_bytes) {
+DiscreteChain exact_chain(const ChainProfile& profile, int64_t capacity_bytes,
+                          const std::vector<Codec>& codecs) {
   return convert(
-      profile, capacity_bytes, [](int64_t bytes, int64_t, int) { return bytes; }, 0, 0);
+      profile, capacity_bytes, [](int64_t bytes, int64_t, int) { return bytes; }, 0, 0, codecs);
 }
 
-DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int slots) {
+DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int slots,
+                         const std::vector<Codec>& codecs) {
   if (slots < 1) {
     throw InvalidArgument("memory_slots must be at least 1 (got " + std::to_string(slots) +
                           "); use the default 500 or more for a finer plan");
   }
-  return convert(profile, memory_bytes < 0 ? -1 : slots, round_up_units, memory_bytes, slots);
+  return convert(profile, memory_bytes < 0 ? -1 : slots, round_up_units, memory_bytes, slots, codecs);
 }
 
 MinPeak min_peak(const DiscreteChain& chain, int threads) {
@@ -976,6 +998,210 @@ Solution solve_fast(const DiscreteChain& chain, int threads) {
   solution.time_s = rows.get(top, chain.capacity);
   auto choose = [&](int a, int b, int64_t m) { return choose_fast(costs, rows, a, b, m); };
   emit(costs, 0, chain.length, chain.capacity, choose, solution.schedule);
+  return solution;
+}
+
+namespace {
+
+// Choices of the lossy tables: j >= a as in solve_reference (a: graph first, j > a:
+// checkpoint at j), kLossy - k for a lossy forward with codec k, kKeep for Q's "keep a_a
+// to the end" (the cell is then C(a, b, m - hold(a))).
+constexpr int32_t kNoChoice = -1;
+constexpr int32_t kKeep = -2;
+constexpr int32_t kLossy = -3;
+
+class LossyTables {
+ public:
+  explicit LossyTables(const DiscreteChain& chain)
+      : chain_(chain),
+        costs_(chain),
+        width_(chain.capacity + 1),
+        c_value_(cell_count(chain.length + 1) * width_, kInfinity),
+        q_value_(c_value_.size(), kInfinity),
+        c_choice_(c_value_.size(), kNoChoice),
+        q_choice_(c_value_.size(), kNoChoice) {}
+
+  void fill() {
+    const int stages = chain_.length + 1;
+    for (int span = 1; span <= stages; ++span) {
+      for (int a = 0; a + span <= stages; ++a) {
+        const int b = a + span - 1;
+        for (int64_t m = 0; m < width_; ++m) fill_c(a, b, m);
+        if (a == 0) continue;  // a_0 is never dropped: no Q cell
+        for (int64_t m = 0; m < width_; ++m) fill_q(a, b, m);
+      }
+    }
+  }
+
+  double optimum() const { return c(0, chain_.length, chain_.capacity); }
+
+  void emit_c(int a, int b, int64_t m, Schedule& out) const {
+    const int length = chain_.length;
+    const int32_t choice = c_choice_[at(a, b, m)];
+    if (choice <= kLossy) {
+      const int k = kLossy - choice;
+      out.push_back(Op::forward_lossy(a, chain_.lossy[k].codec));
+      if (a == b) {
+        out.push_back(Op::free(a + 1));
+      } else {
+        emit_q(a + 1, b, m - chain_.lossy[k].saved[a], out);
+      }
+      out.push_back(Op::backward(a));
+      return;
+    }
+    if (a == b) {
+      if (a == length) {
+        out.push_back(Op::loss());
+      } else {
+        out.push_back(Op::forward_with_graph(a));
+        out.push_back(Op::backward(a));
+      }
+      return;
+    }
+    const int j = choice;
+    if (j == a) {
+      out.push_back(Op::forward_with_graph(a));
+      emit_c(a + 1, b, m - costs_.saved(a), out);
+      out.push_back(Op::backward(a));
+      return;
+    }
+    out.push_back(Op::forward_checkpoint(a));
+    for (int k = a + 1; k < j; ++k) out.push_back(Op::forward_no_grad(k));
+    emit_q(j, b, m, out);
+    emit_c(a, j - 1, m, out);
+  }
+
+  // Q cells end with a_a freed: Backward(a) frees it for a < L, an explicit Free for a_L.
+  void emit_q(int a, int b, int64_t m, Schedule& out) const {
+    const int32_t choice = q_choice_[at(a, b, m)];
+    if (choice == kKeep) {
+      emit_c(a, b, m - costs_.checkpoint_hold(a), out);
+      if (a == chain_.length) out.push_back(Op::free(a));
+      return;
+    }
+    if (choice <= kLossy) {
+      const int k = kLossy - choice;
+      out.push_back(Op::forward_lossy(a, chain_.lossy[k].codec));
+      if (a == b) {
+        out.push_back(Op::free(a + 1));
+      } else {
+        emit_q(a + 1, b, m - chain_.lossy[k].saved[a], out);
+      }
+      out.push_back(Op::backward(a));
+      return;
+    }
+    const int j = choice;
+    out.push_back(Op::forward_checkpoint(a));
+    for (int k = a + 1; k < j; ++k) out.push_back(Op::forward_no_grad(k));
+    emit_q(j, b, m - costs_.x(a), out);
+    emit_q(a, j - 1, m, out);
+  }
+
+ private:
+  int64_t at(int a, int b, int64_t m) const { return cell_index(a, b) * width_ + m; }
+  double c(int a, int b, int64_t m) const { return m < 0 ? kInfinity : c_value_[at(a, b, m)]; }
+  double q(int a, int b, int64_t m) const {
+    if (m < 0) return kInfinity;
+    return q_value_[at(a, b, m)];
+  }
+
+  static void consider(double value, int32_t choice, double& best, int32_t& best_choice) {
+    if (value < best) {
+      best = value;
+      best_choice = choice;
+    }
+  }
+
+  // Fq(a) with codec k, then the rest (the stored a_{a+1} owned by it), then B(a);
+  // `held` is what the cell holds beside: a_a when Q drops it only after the forward.
+  void consider_lossy(int a, int b, int64_t m, int64_t held, double& best, int32_t& best_choice) const {
+    if (a >= chain_.length) return;
+    for (size_t k = 0; k < chain_.lossy.size(); ++k) {
+      const DiscreteChain::Lossy& lossy = chain_.lossy[k];
+      const int64_t forward_peak =
+          held + costs_.d(b + 1) + costs_.x(a + 1) + lossy.saved[a] + lossy.forward_temp[a];
+      const int64_t backward_peak = lossy.saved[a] + costs_.d(a + 1) + lossy.backward_extra[a];
+      if (forward_peak > m || backward_peak > m) continue;
+      const double rest = a == b ? 0.0 : q(a + 1, b, m - lossy.saved[a]);
+      if (!(rest < kInfinity)) continue;
+      consider(lossy.forward_s[a] + lossy.backward_s[a] + rest, kLossy - static_cast<int32_t>(k), best,
+               best_choice);
+    }
+  }
+
+  void fill_c(int a, int b, int64_t m) {
+    double best = kInfinity;
+    int32_t best_choice = kNoChoice;
+    if (a == b) {
+      if (costs_.leaf_peak(a) <= m) {
+        consider(costs_.forward_s(a) + (a < chain_.length ? chain_.backward_s[a] : 0.0), a, best,
+                 best_choice);
+      }
+    } else {
+      if (costs_.graph_forward_peak(a, b) <= m && costs_.graph_backward_peak(a) <= m) {
+        const double rest = c(a + 1, b, m - costs_.saved(a));
+        if (rest < kInfinity)
+          consider(costs_.forward_s(a) + chain_.backward_s[a] + rest, a, best, best_choice);
+      }
+      int64_t chain_peak = 0;
+      double forward_s = 0;
+      for (int j = a + 1; j <= b; ++j) {
+        chain_peak = std::max(chain_peak, costs_.checkpoint_step_peak(a, j, b));
+        forward_s += costs_.forward_s(j - 1);
+        if (chain_peak > m) continue;
+        const double right = q(j, b, m);
+        const double left = c(a, j - 1, m);
+        if (right < kInfinity && left < kInfinity) consider(forward_s + right + left, j, best, best_choice);
+      }
+    }
+    consider_lossy(a, b, m, 0, best, best_choice);
+    c_value_[at(a, b, m)] = best;
+    c_choice_[at(a, b, m)] = best_choice;
+  }
+
+  void fill_q(int a, int b, int64_t m) {
+    double best = kInfinity;
+    int32_t best_choice = kNoChoice;
+    consider(c(a, b, m - costs_.checkpoint_hold(a)), kKeep, best, best_choice);
+    if (a < chain_.length) {
+      consider_lossy(a, b, m, costs_.x(a), best, best_choice);
+      int64_t chain_peak = 0;
+      double forward_s = 0;
+      for (int j = a + 1; j <= b; ++j) {
+        chain_peak = std::max(chain_peak, costs_.x(a) + costs_.checkpoint_step_peak(a, j, b));
+        forward_s += costs_.forward_s(j - 1);
+        if (chain_peak > m) continue;
+        const double right = q(j, b, m - costs_.x(a));
+        const double left = q(a, j - 1, m);
+        if (right < kInfinity && left < kInfinity) consider(forward_s + right + left, j, best, best_choice);
+      }
+    }
+    q_value_[at(a, b, m)] = best;
+    q_choice_[at(a, b, m)] = best_choice;
+  }
+
+  const DiscreteChain& chain_;
+  const Costs costs_;
+  int64_t width_;
+  std::vector<double> c_value_;
+  std::vector<double> q_value_;
+  std::vector<int32_t> c_choice_;
+  std::vector<int32_t> q_choice_;
+};
+
+}  // namespace
+
+Solution solve_with_codecs(const DiscreteChain& chain) {
+  check_chain(chain, "lossy solver", true);
+  Solution solution;
+  if (chain.capacity < 0) return solution;
+  LossyTables tables(chain);
+  tables.fill();
+  const double optimum = tables.optimum();
+  if (!(optimum < kInfinity)) return solution;
+  solution.feasible = true;
+  solution.time_s = optimum;
+  tables.emit_c(0, chain.length, chain.capacity, solution.schedule);
   return solution;
 }
 

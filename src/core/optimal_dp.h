@@ -31,15 +31,28 @@ struct DiscreteChain {
   int64_t last_graph_after_loss = 0;    ///< graph L-1 once the Loss has run (outputs dropped)
   int64_t output_droppable = 0;         ///< stage L-1's droppable outputs (Loss on a stored a_L)
   int64_t capacity = 0;                 ///< units available above fixed_bytes (may be < 0)
+  /// Per allowed codec, the costs of ForwardLossy and of its Backward (StageProfile::lossy).
+  struct Lossy {
+    Codec codec = Codec::None;
+    std::vector<int64_t> saved;           ///< L entries: the packed graph
+    std::vector<int64_t> forward_temp;    ///< L entries
+    std::vector<int64_t> backward_extra;  ///< L entries: on top of the graph and d_{a+1} during B(a)
+    std::vector<double> forward_s;        ///< L entries: forward + pack
+    std::vector<double> backward_s;       ///< L entries: backward + unpack
+  };
+  std::vector<Lossy> lossy = {};
 };
 
 /// The profile with 1-byte units and `capacity_bytes` of room above the fixed bytes.
-DiscreteChain exact_chain(const ChainProfile& profile, int64_t capacity_bytes);
+/// `codecs` (each measured for every stage) fill DiscreteChain::lossy.
+DiscreteChain exact_chain(const ChainProfile& profile, int64_t capacity_bytes,
+                          const std::vector<Codec>& codecs = {});
 
 /// The profile in `slots` units of memory_bytes / slots bytes each; every size is rounded
 /// up so that a schedule that fits in `slots` units fits in memory_bytes. Sizes larger
 /// than the whole room are clamped to slots + 1 (they never fit).
-DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int slots);
+DiscreteChain discretize(const ChainProfile& profile, int64_t memory_bytes, int slots,
+                         const std::vector<Codec>& codecs = {});
 
 /// Result of a time-optimal solve at the chain's capacity.
 struct Solution {
@@ -62,6 +75,13 @@ MinPeak min_peak(const DiscreteChain& chain, int threads = 0);
 /// Plain table-filling reference: C[a][b][m] for every 0 <= m <= capacity, every option
 /// tried. O(L^3 * capacity) time, O(L^2 * capacity) memory.
 Solution solve_reference(const DiscreteChain& chain);
+
+/// The optimum over persistent schedules where every stage may also run lossy
+/// (ForwardLossy with any codec of `chain.lossy`), by plain table filling over two tables:
+/// C(a, b, m) as solve_reference's (a_a held by the caller) and Q(a, b, m), where a_a is a
+/// stored copy the cell owns (inside m), which a lossy forward of stage a drops. With no
+/// codecs it equals solve_reference. O(L^3 * capacity) time, O(L^2 * capacity) memory.
+Solution solve_with_codecs(const DiscreteChain& chain);
 
 /// Fast solver, same optimum as solve_reference (to floating-point rounding). Computes
 /// each (a, b) row only over [min peak, store-all peak), relaxes ranges of slots at once,

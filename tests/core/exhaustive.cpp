@@ -16,8 +16,25 @@ namespace {
 
 // Schedules of the segment a..b, where stage `length` is the loss; mirrors the planner's
 // recursion but enumerates instead of minimizing.
-std::vector<Schedule> enumerate(int a, int b, int length) {
+// With codecs, every stage may also run lossy: Fq(a) then the rest, or Fq(a) X(a+1) B(a)
+// as a leaf.
+std::vector<Schedule> enumerate(int a, int b, int length, const std::vector<Codec>& codecs = {}) {
   std::vector<Schedule> out;
+  if (a < length) {
+    for (Codec codec : codecs) {
+      if (a == b) {
+        out.push_back({Op::forward_lossy(a, codec), Op::free(a + 1), Op::backward(a)});
+        continue;
+      }
+      for (const Schedule& rest : enumerate(a + 1, b, length, codecs)) {
+        Schedule s = {Op::forward_lossy(a, codec)};
+        s.insert(s.end(), rest.begin(), rest.end());
+        if (a + 1 == length) s.push_back(Op::free(length));
+        s.push_back(Op::backward(a));
+        out.push_back(std::move(s));
+      }
+    }
+  }
   if (a == b) {
     if (a == length) {
       out.push_back({Op::loss()});
@@ -26,15 +43,15 @@ std::vector<Schedule> enumerate(int a, int b, int length) {
     }
     return out;
   }
-  for (const Schedule& rest : enumerate(a + 1, b, length)) {
+  for (const Schedule& rest : enumerate(a + 1, b, length, codecs)) {
     Schedule s = {Op::forward_with_graph(a)};
     s.insert(s.end(), rest.begin(), rest.end());
     s.push_back(Op::backward(a));
     out.push_back(std::move(s));
   }
   for (int j = a + 1; j <= b; ++j) {
-    const std::vector<Schedule> right = enumerate(j, b, length);
-    const std::vector<Schedule> left = enumerate(a, j - 1, length);
+    const std::vector<Schedule> right = enumerate(j, b, length, codecs);
+    const std::vector<Schedule> left = enumerate(a, j - 1, length, codecs);
     for (const Schedule& r : right) {
       for (const Schedule& l : left) {
         Schedule s = {Op::forward_checkpoint(a)};
@@ -129,6 +146,8 @@ class StateCodec {
         }
         return true;
       }
+      case OpKind::ForwardLossy:
+        return false;  // the oracle's state has no lossy graphs: it checks exact plans
       case OpKind::Free: {
         if (!stored(s, i) || (i < length_ && graph(s, i))) return false;
         peak = before;
@@ -152,13 +171,14 @@ class StateCodec {
 
 }  // namespace
 
-std::vector<Schedule> enumerate_persistent_schedules(int length) {
-  return enumerate(0, length, length);
+std::vector<Schedule> enumerate_persistent_schedules(int length, const std::vector<Codec>& codecs) {
+  return enumerate(0, length, length, codecs);
 }
 
-SearchResult best_persistent(const ChainProfile& profile, int64_t budget_bytes) {
+SearchResult best_persistent(const ChainProfile& profile, int64_t budget_bytes,
+                             const std::vector<Codec>& codecs) {
   SearchResult best;
-  for (Schedule& schedule : enumerate_persistent_schedules(profile.length())) {
+  for (Schedule& schedule : enumerate_persistent_schedules(profile.length(), codecs)) {
     const SimulationResult result = simulate(profile, schedule);
     if (result.peak_bytes > budget_bytes) continue;
     if (!best.feasible || result.time_s < best.time_s ||

@@ -25,7 +25,8 @@ namespace memento {
 namespace testing {
 
 /// Every persistent schedule of a chain of `length` stages (1806 for length 6).
-std::vector<Schedule> enumerate_persistent_schedules(int length);
+/// With `codecs`, each stage may also run lossy with any of them (ForwardLossy).
+std::vector<Schedule> enumerate_persistent_schedules(int length, const std::vector<Codec>& codecs = {});
 
 /// The fastest schedule of a search, as replayed by simulate().
 struct SearchResult {
@@ -36,7 +37,8 @@ struct SearchResult {
 };
 
 /// Fastest persistent schedule with simulated peak <= budget_bytes (ties: lowest peak).
-SearchResult best_persistent(const ChainProfile& profile, int64_t budget_bytes);
+SearchResult best_persistent(const ChainProfile& profile, int64_t budget_bytes,
+                             const std::vector<Codec>& codecs = {});
 
 /// Smallest simulated peak over all persistent schedules.
 int64_t min_persistent_peak(const ChainProfile& profile);
