@@ -15,6 +15,7 @@
 #include "memento/core/profile.h"
 #include "memento/core/simulate.h"
 #include "memento/torch/memory.h"
+#include "memento/torch/saved_tensor_hooks.h"
 #include "replay_state.h"
 #include "stage_errors.h"
 #include "write_watch.h"
@@ -78,6 +79,10 @@ struct Executor::State {
     // saved of the outputs stays with the graph.
     detail::GraphOutputs outputs;
     std::shared_ptr<TensorList> input_gradients;
+    size_t input_count = 0;
+    // A lossy graph (ForwardLossy) keeps its saved tensors packed and none of its inputs or
+    // outputs: its output is stored apart, its inputs are packed copies inside it.
+    bool lossy = false;
   };
 
   int length = 0;
@@ -100,7 +105,8 @@ struct Executor::State {
   // back to the caller's graph instead of the inputs' .grad().
   bool in_caller_graph = false;
   TensorList input_gradients;
-  size_t output_count = 0;  // tensors in a_L, set when the Loss (or the hand-out) reads it
+  size_t output_count = 0;   // tensors in a_L, set when the Loss (or the hand-out) reads it
+  TensorList kept_by_lossy;  // what a lossy forward never packs: parameters, buffers, the batch
 
   bool graph_holds_output(int i) const { return i > 0 && graphs[i - 1] && !graphs[i - 1]->outputs.dropped(); }
   // A stored copy comes first: after a stage wrote into a_i in place, stored[i] holds the
@@ -295,7 +301,7 @@ void Executor::recompute(int activation) {
     const Op op = stage == from ? Op::forward_checkpoint(stage) : Op::forward_no_grad(stage);
     const bool again = s.forward_count[stage] > 0;
     fire(false, op, -1, again);
-    run_forward(stage, op.kind, -1);
+    run_forward(op, -1);
     ++s.result.on_demand_count;
     fire(true, op, -1, again);
   }
@@ -345,6 +351,11 @@ void Executor::begin_state(const Schedule& schedule, Batch batch, bool in_caller
   s.rng.assign(length, std::nullopt);
   s.index_reads(schedule);
   s.stored[0] = s.batch.inputs;
+  if (is_lossy(schedule)) {
+    s.kept_by_lossy = s.batch.inputs;
+    for (const torch::Tensor& parameter : chain_->parameters()) s.kept_by_lossy.push_back(parameter);
+    for (const torch::Tensor& buffer : chain_->buffers()) s.kept_by_lossy.push_back(buffer);
+  }
   for (const torch::Tensor& input : s.batch.inputs)
     s.needs_grad[0].push_back(input.defined() && input.requires_grad());
 }
@@ -424,8 +435,9 @@ void Executor::run_op(const Op& op, int op_index) {
     case OpKind::ForwardNoGrad:
     case OpKind::ForwardCheckpoint:
     case OpKind::ForwardWithGraph:
+    case OpKind::ForwardLossy:
       if (!available(op.stage)) recompute(op.stage);
-      run_forward(op.stage, op.kind, op_index);
+      run_forward(op, op_index);
       break;
     case OpKind::Loss:
       if (!available(s.length)) recompute(s.length);
@@ -436,7 +448,7 @@ void Executor::run_op(const Op& op, int op_index) {
       break;
     case OpKind::Free:
       // A hook may have evicted it already; otherwise drop the stored copy.
-      if (!s.graphs.empty() && op.stage < s.length && s.graphs[op.stage]) {
+      if (!s.graphs.empty() && op.stage < s.length && s.graphs[op.stage] && !s.graphs[op.stage]->lossy) {
         throw ScheduleError("op " + std::to_string(op_index) + " (" + to_string(op) +
                             "): the graph of stage " + std::to_string(op.stage) +
                             " is alive and its Backward needs a_" + std::to_string(op.stage));
@@ -449,14 +461,14 @@ void Executor::run_op(const Op& op, int op_index) {
 // The activations a later op reads again, which stage `stage`'s forward must leave as they
 // are. With hooks (or on demand) any activation still available afterwards may be read.
 std::vector<int> Executor::guarded_activations(int stage, OpKind kind, int op_index) const {
+  const bool drops_input = kind == OpKind::ForwardNoGrad || kind == OpKind::ForwardLossy;
   const State& s = state();
   std::vector<int> guarded;
   const bool any_time = s.hooked || op_index < 0;
   for (int m = 0; m <= s.length; ++m) {
     if (m == stage + 1 || !available(m)) continue;  // a_{i+1} is produced anew by this op
     if (any_time) {
-      const bool dropped =
-          m == stage && kind == OpKind::ForwardNoGrad && stage > 0 && !s.graph_holds_output(stage);
+      const bool dropped = m == stage && drops_input && stage > 0 && !s.graph_holds_output(stage);
       if (!dropped) guarded.push_back(m);
     } else if (s.read_later(m, op_index)) {
       guarded.push_back(m);
@@ -471,13 +483,15 @@ void Executor::check_recomputed_outputs(int stage, const TensorList& outputs) co
       "stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) + "\")");
 }
 
-void Executor::run_forward(int stage, OpKind kind, int op_index) {
+void Executor::run_forward(const Op& op, int op_index) {
   State& s = state();
-  const bool with_graph = kind == OpKind::ForwardWithGraph;
-  const std::string where =
-      (op_index >= 0 ? "op " + std::to_string(op_index) + " (" + to_string(Op{kind, stage}) + ")"
-                     : "on-demand " + to_string(Op{kind, stage})) +
-      ", stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) + "\")";
+  const int stage = op.stage;
+  const OpKind kind = op.kind;
+  const bool with_graph = op.builds_graph();
+  const bool lossy = kind == OpKind::ForwardLossy;
+  const std::string where = (op_index >= 0 ? "op " + std::to_string(op_index) + " (" + to_string(op) + ")"
+                                           : "on-demand " + to_string(op)) +
+                            ", stage " + std::to_string(stage) + " (\"" + chain_->stage_name(stage) + "\")";
   if (with_graph && s.graphs[stage]) {
     throw ScheduleError(where + ": the graph of stage " + std::to_string(stage) + " is already alive");
   }
@@ -511,7 +525,15 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
         auto boundary = std::make_shared<detail::GradientSink>(graph->input_gradients);
         graph->inputs = detail::make_boundary(inputs, s.needs_grad[stage], *boundary);
       }
+      graph->input_count = graph->inputs.size();
+      graph->lossy = lossy;
       torch::AutoGradMode enable_grad(true);
+      std::optional<SavedTensorHooks> packing;
+      if (lossy) {
+        SaveAsOptions options;
+        options.keep = s.kept_by_lossy;
+        packing.emplace(save_as(op.codec, std::move(options)));
+      }
       outputs = detail::with_context(where, [&] { return chain_->forward_stage(stage, graph->inputs); });
     } else {
       torch::NoGradGuard no_grad;
@@ -551,6 +573,17 @@ void Executor::run_forward(int stage, OpKind kind, int op_index) {
     std::vector<char>& needs = s.needs_grad[stage + 1];
     needs.clear();
     for (const torch::Tensor& output : outputs) needs.push_back(output.defined() && output.requires_grad());
+    if (lossy) {
+      // The next stages read the output from its stored copy; the graph keeps only where
+      // the output's gradient enters it, and packed copies of what it saved.
+      s.stored[stage + 1] = detail::detach_all(outputs);
+      graph->outputs.tensors = std::move(outputs);
+      graph->outputs.drop();
+      if (stage > 0 || s.in_caller_graph) graph->inputs.clear();
+      s.graphs[stage] = std::move(graph);
+      if (stage > 0) s.stored[stage].reset();
+      return;
+    }
     graph->outputs.tensors = std::move(outputs);
     // Rebuilt after the Loss, the last graph needs its outputs no more than before.
     if (stage == s.length - 1 && s.gradients[s.length]) graph->outputs.drop();
@@ -638,7 +671,7 @@ void Executor::run_backward(int stage, int op_index) {
     const Op op = Op::forward_with_graph(stage);
     const bool again = s.forward_count[stage] > 0;
     fire(false, op, -1, again);
-    run_forward(stage, OpKind::ForwardWithGraph, -1);
+    run_forward(op, -1);
     ++s.result.on_demand_count;
     fire(true, op, -1, again);
   }
@@ -653,7 +686,7 @@ void Executor::run_backward(int stage, int op_index) {
   }
   if (stage > 0 || s.in_caller_graph) {
     TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};
-    d.resize(graph.inputs.size());
+    d.resize(graph.input_count);
     if (stage > 0) {
       s.gradients[stage] = std::move(d);
       s.stored[stage].reset();
@@ -671,6 +704,7 @@ void check_schedule(const Chain& chain, const Schedule& schedule) {
     StageProfile stage;
     stage.name = chain.stage_name(i);
     stage.input_bytes = stage.output_bytes = stage.saved_bytes = 1;
+    for (Codec codec : lossy_codecs()) stage.lossy.push_back({codec, 1, 0, 0, 0.0, 0.0});
     unit.stages.push_back(stage);
   }
   simulate(unit, schedule);

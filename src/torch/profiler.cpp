@@ -22,6 +22,7 @@
 
 #include "memento/core/error.h"
 #include "memento/torch/memory.h"
+#include "memento/torch/saved_tensor_hooks.h"
 
 namespace memento {
 
@@ -442,6 +443,23 @@ double FlopCounter::flops() const {
   return state_->flops;
 }
 
+// Bytes of the distinct storages of `outputs` that none of `inputs` holds.
+int64_t new_storage_bytes(const TensorList& outputs, const TensorList& inputs) {
+  std::vector<const void*> seen;
+  for (const torch::Tensor& input : inputs) {
+    if (input.defined() && input.has_storage()) seen.push_back(input.storage().unsafeGetStorageImpl());
+  }
+  int64_t bytes = 0;
+  for (const torch::Tensor& output : outputs) {
+    if (!output.defined() || !output.has_storage()) continue;
+    const void* key = output.storage().unsafeGetStorageImpl();
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+    seen.push_back(key);
+    bytes += static_cast<int64_t>(output.storage().nbytes());
+  }
+  return bytes;
+}
+
 int64_t tensor_bytes(const TensorList& tensors) {
   std::unordered_set<const void*> seen;
   int64_t bytes = 0;
@@ -678,6 +696,8 @@ class ProfileRun {
       if (run >= options_.warmup_runs()) times.push_back(seconds);
     }
     stage.backward_s = median(times) + (i == length_ - 1 ? loss_s_ : 0.0);
+    for (Codec codec : options_.codecs())
+      stage.lossy.push_back(measure_lossy(i, codec, timing_inputs, incoming));
 
     // Only graph i, d_{i+1} and a_i may hold the step's bytes here, as in the Executor.
     activations_[i + 1].clear();
@@ -696,6 +716,67 @@ class ProfileRun {
         std::min(std::max<int64_t>(-excess_bytes, 0), stage.saved_bytes + stage.output_bytes);
     if (i == 0) produced.clear();
     return produced;
+  }
+
+  // ForwardLossy(i, codec) and its Backward as the Executor runs them: the forward packs what
+  // autograd saves, the output is held apart (detached) and the graph keeps only where the
+  // output's gradient enters it. Memory from the last run, pack and unpack times the median.
+  StageProfile::LossyCost measure_lossy(int i, Codec codec, const TensorList& inputs,
+                                        const TensorList& incoming) {
+    const std::string where =
+        std::string("profile_chain: lossy (") + codec_name(codec) + ") run of " + stage_label(chain_, i);
+    StageProfile::LossyCost cost;
+    cost.codec = codec;
+    std::vector<double> pack_times;
+    std::vector<double> unpack_times;
+    for (int run = 0; run < runs_; ++run) {
+      auto stats = std::make_shared<SaveAsStats>();
+      detail::with_context(where, [&] {
+        leaving_inputs_unchanged(inputs, [&] {
+          SaveAsOptions save_options;
+          save_options.keep = kept_by_lossy();
+          save_options.stats = stats;
+          const int64_t before = probe_.live();
+          probe_.reset_peak();
+          StageGraph graph;
+          {
+            MemoryScope scope(MemoryCategory::Activations);
+            SavedTensorHooks packing(save_as(codec, std::move(save_options)));
+            graph = forward_with_graph(chain_, i, inputs);
+          }
+          const int64_t forward_peak = probe_.peak();
+          TensorList output = detail::detach_all(graph.outputs.tensors);
+          graph.outputs.drop();
+          const int64_t after = probe_.live();
+          const int64_t output_new_bytes = new_storage_bytes(output, inputs);
+          cost.saved_bytes = std::max<int64_t>(after - before - output_new_bytes, 0);
+          cost.forward_temp_bytes = std::max<int64_t>(forward_peak - after, 0);
+          output.clear();
+          MemoryScope scope(MemoryCategory::Gradients);
+          const int64_t backward_before = probe_.live();
+          probe_.reset_peak();
+          TensorList produced = backward_stage(graph, incoming);
+          const int64_t input_gradient_bytes = i > 0 ? profile_.stages[i].input_bytes : 0;
+          cost.backward_temp_bytes =
+              std::max<int64_t>(probe_.peak() - backward_before - input_gradient_bytes, 0);
+        });
+      });
+      if (run >= options_.warmup_runs()) {
+        pack_times.push_back(stats->pack_s);
+        unpack_times.push_back(stats->unpack_s);
+      }
+    }
+    cost.pack_s = median(pack_times);
+    cost.unpack_s = median(unpack_times);
+    return cost;
+  }
+
+  // What a lossy forward never packs, as in the Executor: parameters, buffers, the batch.
+  TensorList kept_by_lossy() const {
+    TensorList kept = batch_.inputs;
+    for (const torch::Tensor& parameter : chain_.parameters()) kept.push_back(parameter);
+    for (const torch::Tensor& buffer : chain_.buffers()) kept.push_back(buffer);
+    return kept;
   }
 
   // Stages timed one at a time run with their inputs and weights hot in cache; a whole
@@ -728,6 +809,10 @@ class ProfileRun {
       for (StageProfile& stage : profile_.stages) {
         stage.forward_s *= scale;
         stage.backward_s *= scale;
+        for (StageProfile::LossyCost& cost : stage.lossy) {
+          cost.pack_s *= scale;
+          cost.unpack_s *= scale;
+        }
       }
     }
   }

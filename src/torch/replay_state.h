@@ -324,13 +324,14 @@ inline void run_stage_backward(std::vector<torch::Tensor>& outputs, std::vector<
 }
 
 // A graph's outputs, or, once dropped, only their gradient edges (the last stage after the
-// loss: the Executor and the profiler keep it this way).
+// loss, and every lossy graph: the Executor and the profiler keep them this way).
 struct GraphOutputs {
   std::vector<torch::Tensor> tensors;  // empty once dropped
   std::optional<torch::autograd::edge_list> dropped_edges;
 
   bool dropped() const { return dropped_edges.has_value(); }
   void drop() {
+    if (dropped()) return;  // a lossy last stage is dropped at its forward, then again after the loss
     dropped_edges = output_edges(tensors);
     tensors.clear();
   }

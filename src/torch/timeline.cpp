@@ -112,6 +112,7 @@ class OpRecorder {
       case OpKind::ForwardNoGrad:
       case OpKind::ForwardCheckpoint:
       case OpKind::ForwardWithGraph:
+      case OpKind::ForwardLossy:
         phase.kind = event.recompute ? "recompute" : "forward";
         break;
       case OpKind::Loss:

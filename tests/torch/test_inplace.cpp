@@ -180,6 +180,7 @@ TEST(InPlace, ProfilerMeasuresInPlaceStagesAndDtrMatchesPlain) {
   Executor executor(model.chain, model.loss);
   const int64_t store_all = store_all_peak_bytes(profile);
   for (const std::string planner : {"dtr", "optimal", "uniform", "recompute-all"}) {
+    SCOPED_TRACE(planner);
     const int64_t least =
         make_planner(planner)->plan(profile, PlannerOptions(store_all)).min_feasible_budget_bytes;
     const Plan plan = make_planner(planner)->plan(profile, PlannerOptions(least + (store_all - least) / 4));

@@ -151,7 +151,7 @@ class Executor {
   TensorList forward_in_caller_graph(const std::shared_ptr<Executor>& self, const Schedule& schedule,
                                      const TensorList& inputs);
   void run_op(const Op& op, int op_index);
-  void run_forward(int stage, OpKind kind, int op_index);
+  void run_forward(const Op& op, int op_index);
   std::vector<int> guarded_activations(int stage, OpKind kind, int op_index) const;
   void keep_pristine(const std::vector<int>& guarded, const detail::WriteWatch& watch,
                      const std::string& where);

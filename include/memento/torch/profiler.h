@@ -67,6 +67,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "memento/core/profile.h"
 #include "memento/torch/chain.h"
@@ -106,7 +107,16 @@ class ProfilerOptions {
   }
   const std::string& model() const { return model_; }
 
+  /// Lossy codecs whose costs to measure per stage (StageProfile::lossy; default none:
+  /// an exact profile). Each codec adds one lossy forward and backward per stage and run.
+  ProfilerOptions& codecs(std::vector<Codec> codecs) {
+    codecs_ = std::move(codecs);
+    return *this;
+  }
+  const std::vector<Codec>& codecs() const { return codecs_; }
+
  private:
+  std::vector<Codec> codecs_;
   int warmup_runs_ = 1;
   int timed_runs_ = 3;
   int64_t optimizer_bytes_ = 0;
