@@ -127,7 +127,7 @@ class DtrPlanner : public Planner {
            "memory)";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     validate_profile(profile);
     const auto start = std::chrono::steady_clock::now();
     auto elapsed_s = [&] {

@@ -45,6 +45,38 @@ std::unique_ptr<Planner> make_planner(const std::string& name) {
   throw InvalidArgument("unknown planner \"" + name + "\"; choose one of " + valid);
 }
 
+std::vector<std::string> codec_planner_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : kRegistry) {
+    if (entry.make()->supports_codecs()) names.emplace_back(entry.name);
+  }
+  return names;
+}
+
+Plan Planner::plan(const ChainProfile& profile, const PlannerOptions& options) const {
+  const std::vector<Codec>& codecs = options.codecs();
+  if (!codecs.empty() && !supports_codecs()) {
+    std::string capable;
+    for (const std::string& other : codec_planner_names()) capable += (capable.empty() ? "" : ", ") + other;
+    throw InvalidArgument("planner " + name() + " does not use codecs (PlannerOptions::codecs is " +
+                          codec_list_name(codecs) + "); leave them empty, or choose one of " + capable);
+  }
+  for (Codec codec : codecs) {
+    if (!is_lossy(codec)) {
+      throw InvalidArgument(std::string("PlannerOptions::codecs lists \"") + codec_name(codec) +
+                            "\", which is not a lossy codec; an empty list means exact");
+    }
+    if (!profile.has_codec(codec)) {
+      throw InvalidArgument(std::string("the profile has no costs for codec ") + codec_name(codec) +
+                            " (StageProfile::lossy); measure them with ProfilerOptions::codecs, or allow "
+                            "only the codecs it has");
+    }
+  }
+  Plan plan = make_plan(profile, options);
+  plan.codecs = codecs;
+  return plan;
+}
+
 std::string planner_description(const std::string& name) {
   return make_planner(name)->description();
 }
@@ -108,6 +140,8 @@ nlohmann::json plan_to_json(const Plan& plan) {
   out["recompute_flops"] = when_feasible(plan.recompute_flops);
   out["schedule"] = schedule_to_json(plan.schedule);
   if (!plan.runtime_policy.empty()) out["runtime_policy"] = plan.runtime_policy;
+  out["codecs"] = codec_list_name(plan.codecs);
+  out["lossy"] = is_lossy(plan.schedule);
   return out;
 }
 

@@ -56,7 +56,7 @@ class ChenGreedyPlanner : public Planner {
            "the fastest plan that fits";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
     // The paper's first pass with b = 0 measures x (what keeping every split costs) and
     // y (the largest stage); b = sqrt(x y) balances the kept splits against one

@@ -1,5 +1,9 @@
 // The two budget-independent extremes: keep every graph, or keep only stage inputs.
+#include <algorithm>
 #include <chrono>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "memento/core/simulate.h"
 #include "planners.h"
@@ -10,25 +14,44 @@ namespace {
 
 class FixedSchedulePlanner : public Planner {
  public:
-  FixedSchedulePlanner(std::string name, std::string description, Schedule (*build)(int))
-      : name_(std::move(name)), description_(std::move(description)), build_(build) {}
+  FixedSchedulePlanner(std::string name, std::string description, Schedule (*build)(int),
+                       Schedule (*build_lossy)(int, Codec) = nullptr)
+      : name_(std::move(name)),
+        description_(std::move(description)),
+        build_(build),
+        build_lossy_(build_lossy) {}
 
   std::string name() const override { return name_; }
   std::string description() const override { return description_; }
+  bool supports_codecs() const override { return build_lossy_ != nullptr; }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  // With codecs, the exact schedule and one packed with each codec are the candidates:
+  // the fastest that fits wins, and the least of their peaks is the least budget.
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
-    Schedule schedule = build_(profile.length());
-    const int64_t peak_bytes = simulate(profile, schedule).peak_bytes;
+    std::vector<Schedule> candidates = {build_(profile.length())};
+    for (Codec codec : options.codecs()) candidates.push_back(build_lossy_(profile.length(), codec));
+    int64_t least_peak_bytes = 0;
+    std::optional<std::pair<double, size_t>> fastest;  // (time, candidate)
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      const SimulationResult result = simulate(profile, candidates[k]);
+      least_peak_bytes = k == 0 ? result.peak_bytes : std::min(least_peak_bytes, result.peak_bytes);
+      if (result.peak_bytes <= options.budget_bytes() && (!fastest || result.time_s < fastest->first)) {
+        fastest.emplace(result.time_s, k);
+      }
+    }
     const double solve_time_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return finish_plan(name_, profile, options, std::move(schedule), solve_time_s, peak_bytes);
+    if (!fastest) return infeasible_plan(name_, options, solve_time_s, least_peak_bytes);
+    return finish_plan(name_, profile, options, std::move(candidates[fastest->second]), solve_time_s,
+                       least_peak_bytes);
   }
 
  private:
   std::string name_;
   std::string description_;
   Schedule (*build_)(int);
+  Schedule (*build_lossy_)(int, Codec);
 };
 
 // Every stage is its own checkpointed segment: the forward keeps only stage inputs, and
@@ -51,8 +74,10 @@ Schedule recompute_all_schedule(int length) {
 
 std::unique_ptr<Planner> make_store_all_planner() {
   return std::make_unique<FixedSchedulePlanner>(
-      "store-all", "keep every stage's autograd graph: no recomputation, the largest peak",
-      store_all_schedule);
+      "store-all",
+      "keep every stage's autograd graph: no recomputation, the largest peak (with codecs: every stage "
+      "packed with the fastest codec that fits, as GACT/ActNN do)",
+      store_all_schedule, lossy_store_all_schedule);
 }
 
 std::unique_ptr<Planner> make_recompute_all_planner() {

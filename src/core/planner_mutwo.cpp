@@ -109,7 +109,7 @@ class MutwoPlanner : public Planner {
            "peak bytes per second of recomputation until the simulated peak fits";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
     // The greedy's choices never depend on the budget, only where it stops does: the
     // whole walk gives the least budget at which it stops (the lowest peak on the way).

@@ -101,7 +101,7 @@ class RevolvePlanner : public Planner {
            "allows (binomial schedule, the most slots that fit)";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
     const int length = profile.length();
     // Revolve assumes a homogeneous chain: every state costs the largest activation A.

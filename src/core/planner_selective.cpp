@@ -26,7 +26,7 @@ class SelectivePlanner : public Planner {
            "other graph (needs a fine-granularity profile)";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
     std::vector<detail::StageDecision> decisions;
     decisions.reserve(profile.stages.size());

@@ -25,7 +25,7 @@ class SqrtNPlanner : public Planner {
     return "Chen et al. sqrt(n): ceil(sqrt(L)) equal segments, all but the last recomputed in the backward";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
     const int length = profile.length();
     std::vector<detail::ScoredSchedule> candidates;

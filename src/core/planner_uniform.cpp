@@ -18,7 +18,7 @@ class UniformPlanner : public Planner {
            "(--segments N, or 0 for the fastest N that fits)";
   }
 
-  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const override {
+  Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const override {
     const auto start = std::chrono::steady_clock::now();
     const int length = profile.length();
     std::vector<detail::ScoredSchedule> candidates;

@@ -202,5 +202,74 @@ TEST(ProfileLossy, RoundTripsAndReadsVersionOne) {
   EXPECT_THROW(profile_from_json(bad), ProfileError);
 }
 
+TEST(OptimalLossyPlanner, IsNeverSlowerThanExactAndFitsBelowItsLeastBudget) {
+  std::mt19937_64 rng(41);
+  int faster = 0;
+  int below_exact_least = 0;
+  for (int trial = 0; trial < 20; ++trial) {
+    ChainProfile profile = testing::random_profile(rng, 4 + trial % 9);
+    add_lossy_costs(rng, profile, Codec::BF16, 0.5);
+    add_lossy_costs(rng, profile, Codec::Int8, 0.27);
+    const auto optimal = make_planner("optimal");
+    const int64_t store_all = simulate(profile, store_all_schedule(profile.length())).peak_bytes;
+    const int64_t exact_least = optimal->plan(profile, PlannerOptions(store_all)).min_feasible_budget_bytes;
+    for (double share : {0.0, 0.3, 0.7}) {
+      const int64_t budget =
+          exact_least + static_cast<int64_t>(share * static_cast<double>(store_all - exact_least));
+      const Plan exact = optimal->plan(profile, PlannerOptions(budget));
+      const Plan lossy = optimal->plan(profile, PlannerOptions(budget).codecs({Codec::BF16, Codec::Int8}));
+      ASSERT_TRUE(exact.feasible && lossy.feasible);
+      EXPECT_LE(lossy.predicted_time_s, exact.predicted_time_s * (1 + 1e-12));
+      EXPECT_LE(lossy.predicted_peak_bytes, budget);
+      EXPECT_EQ(lossy.codecs, (std::vector<Codec>{Codec::BF16, Codec::Int8}));
+      faster += lossy.predicted_time_s < exact.predicted_time_s * (1 - 1e-9) ? 1 : 0;
+    }
+    const Plan least = optimal->plan(profile, PlannerOptions(store_all).codecs({Codec::BF16, Codec::Int8}));
+    EXPECT_LE(least.min_feasible_budget_bytes, exact_least);
+    below_exact_least += least.min_feasible_budget_bytes < exact_least ? 1 : 0;
+    const Plan at_least = optimal->plan(
+        profile, PlannerOptions(least.min_feasible_budget_bytes).codecs({Codec::BF16, Codec::Int8}));
+    EXPECT_TRUE(at_least.feasible);
+  }
+  EXPECT_GT(faster, 10);
+  EXPECT_GT(below_exact_least, 5);
+}
+
+TEST(OptimalLossyPlanner, RefusesCodecsItCannotUseOrPrice) {
+  std::mt19937_64 rng(42);
+  ChainProfile profile = testing::random_profile(rng, 5);
+  add_lossy_costs(rng, profile, Codec::Int8, 0.27);
+  const int64_t budget = simulate(profile, store_all_schedule(5)).peak_bytes;
+  EXPECT_THROW(make_planner("uniform")->plan(profile, PlannerOptions(budget).codecs({Codec::Int8})),
+               InvalidArgument);
+  EXPECT_THROW(make_planner("optimal")->plan(profile, PlannerOptions(budget).codecs({Codec::Int4})),
+               InvalidArgument);
+  EXPECT_THROW(make_planner("optimal")->plan(profile, PlannerOptions(budget).codecs({Codec::None})),
+               InvalidArgument);
+  const std::vector<std::string> capable = codec_planner_names();
+  EXPECT_EQ(capable, (std::vector<std::string>{"store-all", "optimal"}));
+}
+
+TEST(OptimalLossyPlanner, StoreAllPacksEveryStageWithTheFastestCodecThatFits) {
+  std::mt19937_64 rng(43);
+  ChainProfile profile = testing::random_profile(rng, 6);
+  add_lossy_costs(rng, profile, Codec::BF16, 0.5);
+  add_lossy_costs(rng, profile, Codec::Int4, 0.14);
+  const auto store_all = make_planner("store-all");
+  const int64_t exact_peak = simulate(profile, store_all_schedule(6)).peak_bytes;
+  const int64_t int4_peak = simulate(profile, lossy_store_all_schedule(6, Codec::Int4)).peak_bytes;
+  ASSERT_LT(int4_peak, exact_peak);
+  const Plan packed = store_all->plan(profile, PlannerOptions(int4_peak).codecs({Codec::BF16, Codec::Int4}));
+  ASSERT_TRUE(packed.feasible);
+  EXPECT_EQ(to_string(packed.schedule), to_string(lossy_store_all_schedule(6, Codec::Int4)));
+  const nlohmann::json json = plan_to_json(packed);
+  EXPECT_EQ(json.at("codecs"), "bf16,int4");
+  EXPECT_EQ(json.at("lossy"), true);
+  const Plan exact = store_all->plan(profile, PlannerOptions(exact_peak).codecs({Codec::BF16, Codec::Int4}));
+  EXPECT_FALSE(is_lossy(exact.schedule));
+  EXPECT_FALSE(store_all->plan(profile, PlannerOptions(int4_peak - 1).codecs({Codec::Int4})).feasible);
+  EXPECT_EQ(plan_to_json(store_all->plan(profile, PlannerOptions(exact_peak))).at("codecs"), "none");
+}
+
 }  // namespace
 }  // namespace memento

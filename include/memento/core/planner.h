@@ -20,6 +20,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "memento/core/codec.h"
 #include "memento/core/profile.h"
 #include "memento/core/schedule.h"
 
@@ -42,6 +43,14 @@ class PlannerOptions {
     return *this;
   }
 
+  /// Codecs a stage's saved tensors may be packed with (lossy storage, docs/lossy.md);
+  /// empty (default): every plan is exact. Only planners whose supports_codecs() is true
+  /// accept them, and the profile must carry each codec's costs (ChainProfile::has_codec).
+  PlannerOptions& codecs(std::vector<Codec> allowed) {
+    codecs_ = std::move(allowed);
+    return *this;
+  }
+
   /// Called with one line per phase of long work (the optimal planner on long chains:
   /// which phase starts, its size, the slots used, how long the last one took). Planners
   /// never print; the caller decides where the lines go. Default: none.
@@ -53,6 +62,7 @@ class PlannerOptions {
   int64_t budget_bytes() const { return budget_bytes_; }
   int memory_slots() const { return memory_slots_; }
   int segments() const { return segments_; }
+  const std::vector<Codec>& codecs() const { return codecs_; }
   /// Reports `line` through progress(), if one is set.
   void report_progress(const std::string& line) const {
     if (progress_) progress_(line);
@@ -62,6 +72,7 @@ class PlannerOptions {
   int64_t budget_bytes_;
   int memory_slots_ = 500;
   int segments_ = 0;
+  std::vector<Codec> codecs_;
   std::function<void(const std::string&)> progress_;
 };
 
@@ -83,11 +94,15 @@ struct Plan {
   /// policy PlanRunner executes instead, e.g. "dtr": store-all with evictions decided on
   /// measured memory (`schedule` is then the policy's simulated run, for predictions).
   std::string runtime_policy;
+  /// The codecs the planner was allowed (PlannerOptions::codecs); the schedule is lossy
+  /// (is_lossy(schedule)) when it packs any stage with one of them.
+  std::vector<Codec> codecs;
 };
 
 /// JSON form of a plan (docs/formats.md): planner, feasible, budget_bytes,
 /// predicted_peak_bytes, predicted_time_s, recompute_s, recompute_count, solve_time_s,
-/// min_feasible_budget_bytes, schedule, and runtime_policy when not empty.
+/// min_feasible_budget_bytes, schedule, runtime_policy when not empty, codecs (the allowed
+/// list, "none" when exact) and lossy (whether the schedule packs any stage).
 nlohmann::json plan_to_json(const Plan& plan);
 
 /// Interface of every planner.
@@ -98,11 +113,21 @@ class Planner {
   virtual std::string name() const = 0;
   /// One line for `memento plan --list`.
   virtual std::string description() const = 0;
+  /// Whether the planner uses PlannerOptions::codecs (lossy storage); others refuse them.
+  virtual bool supports_codecs() const { return false; }
   /// Plans one step of `profile` under `options`. Never throws for an infeasible
   /// budget: returns a plan with feasible == false instead. Throws InvalidArgument for
-  /// invalid options (e.g. zero slots).
-  virtual Plan plan(const ChainProfile& profile, const PlannerOptions& options) const = 0;
+  /// invalid options (e.g. zero slots, codecs given to a planner that does not use them,
+  /// or codecs the profile has no costs for).
+  Plan plan(const ChainProfile& profile, const PlannerOptions& options) const;
+
+ protected:
+  /// The planner itself, called by plan() once the codecs are checked.
+  virtual Plan make_plan(const ChainProfile& profile, const PlannerOptions& options) const = 0;
 };
+
+/// The names of the planners whose supports_codecs() is true.
+std::vector<std::string> codec_planner_names();
 
 /// Names of every registered planner, in a stable order.
 std::vector<std::string> planner_names();
