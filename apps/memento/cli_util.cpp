@@ -110,6 +110,52 @@ std::vector<std::string> read_planner_list(const std::string& text, const std::s
   return items;
 }
 
+std::vector<Codec> read_codecs(const std::string& text, const std::string& option) {
+  try {
+    return parse_codec_list(text);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(option + " " + text + ": " + e.what());
+  }
+}
+
+void check_planner_uses_codecs(const std::vector<Codec>& codecs, const std::string& planner) {
+  if (!codecs.empty() && !make_planner(planner)->supports_codecs()) {
+    std::string capable;
+    for (const std::string& name : codec_planner_names()) capable += (capable.empty() ? "" : ", ") + name;
+    throw InvalidArgument("--codecs " + codec_list_name(codecs) + ": planner " + planner +
+                          " does not use codecs; choose --planner " + capable + ", or drop --codecs");
+  }
+}
+
+void check_codecs(const std::vector<Codec>& codecs, const std::string& planner, const ChainProfile& profile,
+                  const std::string& profile_source) {
+  check_planner_uses_codecs(codecs, planner);
+  for (Codec codec : codecs) {
+    if (!profile.has_codec(codec)) {
+      throw InvalidArgument("--codecs " + codec_list_name(codecs) + ": " + profile_source +
+                            " has no costs for " + codec_name(codec) +
+                            "; measure them with memento profile --codecs " + codec_list_name(codecs) +
+                            " --out FILE");
+    }
+  }
+}
+
+std::string lossy_label(const Schedule& schedule) {
+  std::vector<Codec> used;
+  for (const Op& op : schedule) {
+    if (op.kind == OpKind::ForwardLossy && std::find(used.begin(), used.end(), op.codec) == used.end())
+      used.push_back(op.codec);
+  }
+  return used.empty() ? "" : " (lossy: " + codec_list_name(used) + ")";
+}
+
+CLI::Option* add_codecs_option(CLI::App* command, std::string& codecs_text, const std::string& what) {
+  return command->add_option("--codecs", codecs_text,
+                             "lossy storage: codecs a stage's saved tensors may be packed with, none (exact, "
+                             "default), all, or a list of bf16, fp16, int8, int4; " +
+                                 what);
+}
+
 int64_t require_at_least(int64_t value, int64_t minimum, const std::string& option) {
   if (value < minimum) {
     throw InvalidArgument(option + " must be at least " + std::to_string(minimum) + ", got " +

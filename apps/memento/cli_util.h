@@ -42,7 +42,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json_fwd.hpp>
 
+#include "memento/core/codec.h"
 #include "memento/core/profile.h"
+#include "memento/core/schedule.h"
 
 namespace memento::cli {
 
@@ -103,6 +105,24 @@ std::vector<std::string> split_list(const std::string& text);
 /// each checked against planner_names(). Throws InvalidArgument naming `option` and
 /// listing the valid names.
 std::vector<std::string> read_planner_list(const std::string& text, const std::string& option = "--planners");
+
+/// Parses `--codecs`: none (exact, the default), all, or a list such as bf16,int8. Throws
+/// InvalidArgument naming `option` and the valid codecs.
+std::vector<Codec> read_codecs(const std::string& text, const std::string& option = "--codecs");
+
+/// Refuses lossy `codecs` for a planner that does not use them, and codecs `profile`
+/// (read from `profile_source`, a file or "the measured profile") has no costs for, naming
+/// the options to change.
+void check_codecs(const std::vector<Codec>& codecs, const std::string& planner, const ChainProfile& profile,
+                  const std::string& profile_source);
+/// The planner half of check_codecs, for a profile not measured yet.
+void check_planner_uses_codecs(const std::vector<Codec>& codecs, const std::string& planner);
+
+/// " (lossy: int8)" for a lossy schedule, "" for an exact one: every result shown says so.
+std::string lossy_label(const Schedule& schedule);
+
+/// Adds `--codecs LIST` to `command`.
+CLI::Option* add_codecs_option(CLI::App* command, std::string& codecs_text, const std::string& what);
 
 /// Checks an integer option: returns `value` when value >= minimum, else throws
 /// InvalidArgument ("--slots must be at least 1, got 0").

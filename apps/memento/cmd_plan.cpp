@@ -35,6 +35,7 @@ struct PlanArgs {
   std::string planners_text = "all";
   int64_t slots = 500;
   int64_t segments = 0;
+  std::string codecs_text = "none";
   std::string format_text = "text";
 };
 
@@ -97,24 +98,32 @@ std::unique_ptr<Planner> make_available_planner(const std::string& name) {
 // ---- per-stage decisions -------------------------------------------------------------
 
 struct StageDecision {
-  std::string decision;  // graph, checkpoint, recompute
+  std::string decision;  // graph, packed:CODEC (lossy), checkpoint, recompute
   int forward_count = 0;
 };
 
 // How the schedule treats each stage: "graph" when its first forward keeps the graph
 // (never recomputed), "checkpoint" when its input a_i is kept by a ForwardCheckpoint(i),
-// "recompute" when it is rebuilt from an earlier checkpoint.
+// "recompute" when it is rebuilt from an earlier checkpoint, "packed:CODEC" (lossy) when
+// its first forward keeps the graph with its saved tensors packed.
 std::vector<StageDecision> stage_decisions(const Schedule& schedule, int length) {
   std::vector<StageDecision> decisions(length);
   std::vector<bool> first_with_graph(length, false), checkpointed(length, false);
+  std::vector<std::string> packed(length);
   for (const Op& op : schedule) {
     if (!op.is_forward() || op.stage < 0 || op.stage >= length) continue;
     StageDecision& decision = decisions[op.stage];
-    if (decision.forward_count++ == 0) first_with_graph[op.stage] = op.kind == OpKind::ForwardWithGraph;
+    if (decision.forward_count++ == 0) {
+      first_with_graph[op.stage] = op.kind == OpKind::ForwardWithGraph;
+      if (op.kind == OpKind::ForwardLossy) packed[op.stage] = std::string("packed:") + codec_name(op.codec);
+    }
     if (op.kind == OpKind::ForwardCheckpoint) checkpointed[op.stage] = true;
   }
   for (int i = 0; i < length; ++i) {
-    decisions[i].decision = first_with_graph[i] ? "graph" : checkpointed[i] ? "checkpoint" : "recompute";
+    decisions[i].decision = !packed[i].empty()    ? packed[i]
+                            : first_with_graph[i] ? "graph"
+                            : checkpointed[i]     ? "checkpoint"
+                                                  : "recompute";
   }
   return decisions;
 }
@@ -166,7 +175,7 @@ void print_plan_text(const Plan& plan, const Baseline& baseline, const ChainProf
   std::vector<std::pair<std::string, std::string>> fields = {
       {"profile", baseline.profile_name},
       {"file", profile_file_line(baseline)},
-      {"planner", plan.planner},
+      {"planner", plan.planner + lossy_label(plan.schedule)},
       {"budget", format_bytes_exact(plan.budget_bytes) + " = " +
                      format_percent(share_of(plan.budget_bytes, baseline.store_all_peak_bytes)) +
                      " of the store-all peak " + format_bytes(baseline.store_all_peak_bytes)},
@@ -230,9 +239,12 @@ void run_plan(const PlanArgs& args, Format format) {
   }
   const int64_t budget_bytes = read_budget(args.budget_text, profile);
   const Baseline baseline = make_baseline(profile, args.profile_path);
+  const std::vector<Codec> codecs = read_codecs(args.codecs_text);
+  check_codecs(codecs, args.planner_name, profile, "profile " + args.profile_path);
   const PlannerOptions options = PlannerOptions(budget_bytes)
                                      .memory_slots(static_cast<int>(args.slots))
                                      .segments(static_cast<int>(args.segments))
+                                     .codecs(codecs)
                                      .progress(print_progress);
   const Plan plan = planner->plan(profile, options);
 
@@ -266,7 +278,8 @@ void run_plan(const PlanArgs& args, Format format) {
 // ---- memento plan --profile F --sweep ---------------------------------------------------
 
 struct SweepColumn {
-  std::string planner;
+  std::string planner;  // the planner's name, with " (lossy)" for its column with codecs
+  std::vector<Codec> codecs;
   std::string error;  // non-empty when the planner could not be built or failed
   int64_t min_feasible_budget_bytes = 0;
   std::vector<Plan> plans;  // one per budget
@@ -311,35 +324,50 @@ void run_sweep(const PlanArgs& args, Format format) {
   const Baseline baseline = make_baseline(profile, args.profile_path);
   std::vector<int64_t> budgets;
   if (!args.budgets_text.empty()) budgets = read_budget_list(args.budgets_text, profile);
-  auto options_for = [&](int64_t budget_bytes) {
+  // With --codecs, every codec-capable planner gets a second, lossy column beside its exact one.
+  const std::vector<Codec> codecs = read_codecs(args.codecs_text);
+  if (!codecs.empty()) {
+    bool any_capable = false;
+    for (const std::string& name : names) any_capable = any_capable || make_planner(name)->supports_codecs();
+    if (!any_capable) check_codecs(codecs, names.front(), profile, "profile " + args.profile_path);
+    check_codecs(codecs, "optimal", profile, "profile " + args.profile_path);
+  }
+  auto options_for = [&](int64_t budget_bytes, const std::vector<Codec>& allowed) {
     return PlannerOptions(budget_bytes)
         .memory_slots(static_cast<int>(args.slots))
         .segments(static_cast<int>(args.segments))
+        .codecs(allowed)
         .progress(print_progress);
   };
 
   std::vector<SweepColumn> columns;
   std::vector<std::unique_ptr<Planner>> planners;
-  for (const std::string& name : names) {
+  auto add_column = [&](const std::string& name, const std::vector<Codec>& allowed) {
     SweepColumn column;
-    column.planner = name;
+    column.planner = allowed.empty() ? name : name + " (lossy: " + codec_list_name(allowed) + ")";
+    column.codecs = allowed;
     std::unique_ptr<Planner> planner;
     record_failure(column, [&] {
       planner = make_planner(name);
       // Every plan carries its planner's minimum; the store-all peak is a budget every
       // planner meets, so this one call finds it.
       column.min_feasible_budget_bytes =
-          planner->plan(profile, options_for(baseline.store_all_peak_bytes)).min_feasible_budget_bytes;
+          planner->plan(profile, options_for(baseline.store_all_peak_bytes, allowed))
+              .min_feasible_budget_bytes;
     });
     columns.push_back(std::move(column));
     planners.push_back(std::move(planner));
+  };
+  for (const std::string& name : names) {
+    add_column(name, {});
+    if (!codecs.empty() && make_planner(name)->supports_codecs()) add_column(name, codecs);
   }
   if (budgets.empty()) budgets = default_budgets(columns, baseline.store_all_peak_bytes);
   for (size_t p = 0; p < columns.size(); ++p) {
     if (!columns[p].error.empty()) continue;
     record_failure(columns[p], [&] {
       for (int64_t budget_bytes : budgets)
-        columns[p].plans.push_back(planners[p]->plan(profile, options_for(budget_bytes)));
+        columns[p].plans.push_back(planners[p]->plan(profile, options_for(budget_bytes, columns[p].codecs)));
     });
   }
 
@@ -365,9 +393,11 @@ void run_sweep(const PlanArgs& args, Format format) {
              {"time_overhead", when_feasible(overhead_of(plan.predicted_time_s, baseline.store_all_time_s))},
              {"recompute_s", when_feasible(plan.recompute_s)},
              {"recompute_count", when_feasible(plan.recompute_count)},
+             {"lossy", is_lossy(plan.schedule)},
              {"solve_time_s", plan.solve_time_s}});
       }
-      nlohmann::json entry = {{"planner", column.planner}, {"points", points}};
+      nlohmann::json entry = {
+          {"planner", column.planner}, {"codecs", codec_list_name(column.codecs)}, {"points", points}};
       if (column.error.empty()) {
         entry["error"] = nullptr;
         entry["min_feasible_budget_bytes"] = column.min_feasible_budget_bytes;
@@ -458,11 +488,14 @@ void add_plan_command(CLI::App& app) {
       "budgets of a sweep, comma-separated (default: 10 points from the lowest feasible to 100%)");
   command->add_option("--planners", args->planners_text, "planners of a sweep: all or a comma-separated list")
       ->capture_default_str();
+  add_codecs_option(command, args->codecs_text,
+                    "the profile must carry their costs (memento profile --codecs); a --sweep adds a lossy "
+                    "column for each planner that uses them");
   add_format_option(command, args->format_text);
   command->callback([args, command] {
     const Format format = parse_format(args->format_text);
     for (const char* option : {"--profile", "--budget", "--planner", "--slots", "--segments", "--sweep",
-                               "--budgets", "--planners"}) {
+                               "--budgets", "--planners", "--codecs"}) {
       refuse_unused(*command, option, !args->list, "is not used with --list (it only lists the planners)");
     }
     if (args->list) {

@@ -49,6 +49,7 @@ struct ProfileArguments {
   std::string timeline_path;
   std::string report_path;
   int frontier_points = 10;
+  std::string codecs_text = "none";
 };
 
 std::string format_ms(double seconds) {
@@ -124,6 +125,29 @@ nlohmann::json predicted_frontier(const ChainProfile& profile, int points) {
   return frontier;
 }
 
+// Per stage and measured codec: what its graph holds packed, and the pack/unpack time.
+void print_lossy_costs(const ChainProfile& profile) {
+  if (profile.stages.empty() || profile.stages.front().lossy.empty()) return;
+  std::vector<std::string> headers = {"#", "stage", "exact saved"};
+  for (const StageProfile::LossyCost& cost : profile.stages.front().lossy) {
+    headers.push_back(std::string(codec_name(cost.codec)) + " saved");
+    headers.push_back("pack/unpack ms");
+  }
+  TextTable table(headers);
+  table.align("rl" + std::string(headers.size() - 2, 'r'));
+  for (int i = 0; i < profile.length(); ++i) {
+    const StageProfile& stage = profile.stages[i];
+    std::vector<std::string> row = {std::to_string(i), stage.name, format_bytes(stage.saved_bytes)};
+    for (const StageProfile::LossyCost& cost : stage.lossy) {
+      row.push_back(format_bytes(cost.saved_bytes));
+      row.push_back(format_ms(cost.pack_s) + "/" + format_ms(cost.unpack_s));
+    }
+    table.add_row(row);
+  }
+  std::cout << "lossy storage (saved tensors packed; the graph's bytes include its packed input)\n\n"
+            << table.str() << "\n";
+}
+
 void print_stages(const ChainProfile& profile) {
   TextTable table({"#", "stage", "kind", "forward ms", "backward ms", "input", "output", "saved", "fwd temp",
                    "bwd temp"});
@@ -136,6 +160,7 @@ void print_stages(const ChainProfile& profile) {
                    format_bytes(stage.forward_temp_bytes), format_bytes(stage.backward_temp_bytes)});
   }
   std::cout << "profile of " << profile.model << "\n\n" << table.str() << "\n";
+  print_lossy_costs(profile);
   const FixedBytes& fixed = profile.fixed_breakdown;
   std::cout << "fixed bytes\n"
             << format_fields({{"parameters", format_bytes(fixed.parameters_bytes)},
@@ -215,11 +240,16 @@ void run_profile(const ProfileArguments& arguments) {
                             std::to_string(batch.inputs.empty() ? 0 : batch.inputs.front().size(0)) + ", " +
                             arguments.granularity + " stages";
   if (arguments.seq_len > 0) description += ", seq-len " + std::to_string(arguments.seq_len);
+  const std::vector<Codec> codecs = read_codecs(arguments.codecs_text);
+  if (!arguments.budget_text.empty()) {
+    check_planner_uses_codecs(codecs, arguments.planner.empty() ? "optimal" : arguments.planner);
+  }
   const ProfilerOptions options =
       ProfilerOptions()
           .warmup_runs(arguments.warmup_runs)
           .timed_runs(arguments.timed_runs)
           .optimizer_bytes(optimizer_state_bytes(arguments.optimizer, *model.chain))
+          .codecs(codecs)
           .model(description);
   const ChainProfile profile = profile_chain(*model.chain, batch, model.loss, options);
   if (!arguments.out_path.empty()) {
@@ -234,7 +264,7 @@ void run_profile(const ProfileArguments& arguments) {
   if (!arguments.budget_text.empty()) {
     const int64_t budget_bytes = read_budget(arguments.budget_text, profile);
     const std::string planner = arguments.planner.empty() ? "optimal" : arguments.planner;
-    plans.emplace_back(plan_training_step(profile, planner, budget_bytes), budget_bytes);
+    plans.emplace_back(plan_training_step(profile, planner, budget_bytes, codecs), budget_bytes);
   }
 
   std::unique_ptr<torch::optim::Optimizer> optimizer = make_optimizer(arguments.optimizer, *model.chain);
@@ -307,6 +337,9 @@ void add_profile_command(CLI::App& app) {
       "write an HTML report (profile, timelines, predicted frontier of every planner) to FILE");
   command->add_option("--frontier-points", arguments->frontier_points,
                       "budgets per planner in the report's predicted frontier (default 10)");
+  add_codecs_option(command, arguments->codecs_text,
+                    "measures each stage's packed bytes and pack/unpack time under them (for plan --codecs), "
+                    "and lets the --planner plan use them");
   add_format_option(command, arguments->format_text);
   command->callback([arguments] { run_profile(*arguments); });
 }

@@ -31,6 +31,7 @@ struct TrainArguments {
   std::string model = "gpt-mini";
   std::string planner = "optimal";
   std::string budget = "50%";
+  std::string codecs = "none";
   int64_t steps = 300;
   int64_t batch = 16;
   int64_t seq_len = 64;
@@ -143,6 +144,8 @@ void run_train(const TrainArguments& args) {
   require_at_least(args.compare_repeats, 1, "--compare-repeats");
   if (!(args.lr > 0) || !std::isfinite(args.lr)) throw InvalidArgument("--lr must be a positive number");
   make_planner(args.planner);  // an unknown planner fails before any work
+  const std::vector<Codec> codecs = read_codecs(args.codecs);
+  check_planner_uses_codecs(codecs, args.planner);
   // A checkpoint that cannot be written is found now, not after the whole run.
   if (!args.save.empty()) check_output(args.save, "--save");
 
@@ -176,9 +179,12 @@ void run_train(const TrainArguments& args) {
   const std::string description =
       args.model + " (batch " + std::to_string(args.batch) +
       (is_language_model(model.info) ? ", seq-len " + std::to_string(args.seq_len) : "") + ")";
-  const ChainProfile profile = profile_chain(
-      *model.chain, probe, model.loss,
-      ProfilerOptions().optimizer_bytes(optimizer_state_bytes("adamw", *model.chain)).model(description));
+  const ChainProfile profile =
+      profile_chain(*model.chain, probe, model.loss,
+                    ProfilerOptions()
+                        .optimizer_bytes(optimizer_state_bytes("adamw", *model.chain))
+                        .codecs(codecs)
+                        .model(description));
 
   TrainOptions train_options;
   train_options.steps = args.steps;
@@ -190,7 +196,8 @@ void run_train(const TrainArguments& args) {
 
   const int64_t store_all_bytes = store_all_peak_bytes(profile);
   const int64_t budget_bytes = read_budget(args.budget, profile);
-  const Plan plan = plan_training_step(profile, args.planner, budget_bytes);
+  const Plan plan = plan_training_step(profile, args.planner, budget_bytes, codecs);
+  const std::string planner_label = args.planner + lossy_label(plan.schedule);
   trainer.set_plan(plan, profile);
 
   if (!args.resume.empty()) trainer.resume(args.resume);
@@ -201,7 +208,7 @@ void run_train(const TrainArguments& args) {
 
   log << "memento train: " << args.model << " (" << model.info.parameter_count << " parameters) on "
       << data.train->describe() << "\n";
-  log << "plan: " << args.planner << " under " << format_bytes(budget_bytes) << " ("
+  log << "plan: " << planner_label << " under " << format_bytes(budget_bytes) << " ("
       << format_percent(static_cast<double>(budget_bytes) / static_cast<double>(store_all_bytes))
       << " of the store-all peak " << format_bytes(store_all_bytes) << "): predicted peak "
       << format_bytes(plan.predicted_peak_bytes) << ", " << plan.recompute_count
@@ -254,6 +261,8 @@ void run_train(const TrainArguments& args) {
                 {"parameters", model.info.parameter_count},
                 {"data", data.train->describe()},
                 {"planner", args.planner},
+                {"codecs", codec_list_name(codecs)},
+                {"lossy", is_lossy(plan.schedule)},
                 {"steps", trainer.step()},
                 {"first_step", first_step},
                 {"batch", args.batch},
@@ -295,7 +304,7 @@ void run_train(const TrainArguments& args) {
     fields.push_back({"validation accuracy",
                       format_percent(initial.accuracy) + " -> " + format_percent(final_evaluation.accuracy)});
   }
-  fields.push_back({"budget", share(budget_bytes) + ", planner " + args.planner});
+  fields.push_back({"budget", share(budget_bytes) + ", planner " + planner_label});
   fields.push_back({"measured peak", share(peak_bytes) + " (largest training step)"});
   fields.push_back({"predicted peak", share(plan.predicted_peak_bytes)});
   fields.push_back({"store-all peak", format_bytes(store_all_bytes) + " predicted, " +
@@ -329,6 +338,7 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--budget", args->budget, "memory budget: bytes (300MiB) or % of the store-all peak")
       ->capture_default_str();
+  add_codecs_option(command, args->codecs, "measured on the model, then planned with (store-all, optimal)");
   command->add_option("--steps", args->steps, "optimizer steps")->capture_default_str();
   command->add_option("--batch", args->batch, "samples per step")->capture_default_str();
   command->add_option("--seq-len", args->seq_len, "tokens per sample (language models)")

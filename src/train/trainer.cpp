@@ -493,11 +493,12 @@ void Trainer::resume(const std::string& path) {
   }
 }
 
-Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes) {
+Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes,
+                        const std::vector<Codec>& codecs) {
   if (budget_bytes <= 0)
     throw InvalidArgument("--budget must be positive, got " + std::to_string(budget_bytes) + " bytes");
   const auto planner = make_planner(planner_name);
-  Plan plan = planner->plan(profile, PlannerOptions(budget_bytes));
+  Plan plan = planner->plan(profile, PlannerOptions(budget_bytes).codecs(codecs));
   if (plan.feasible) return plan;
   const int64_t store_all = store_all_peak_bytes(profile);
   auto percent = [&](int64_t bytes) {

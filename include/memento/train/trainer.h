@@ -161,10 +161,12 @@ class Trainer {
   int64_t step_ = 0;
 };
 
-/// Plans a training step: runs planner `planner_name` on `profile` under `budget_bytes`.
+/// Plans a training step: runs planner `planner_name` on `profile` under `budget_bytes`,
+/// allowing lossy `codecs` (PlannerOptions::codecs; empty: exact).
 /// Throws InvalidArgument when the planner is unknown, or when the budget is infeasible,
 /// naming the budget, the store-all peak, the minimum feasible budget (bytes and % of the
 /// store-all peak) and `--budget`.
-Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes);
+Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes,
+                        const std::vector<Codec>& codecs = {});
 
 }  // namespace memento
