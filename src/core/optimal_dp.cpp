@@ -1039,14 +1039,7 @@ class LossyTables {
     const int length = chain_.length;
     const int32_t choice = c_choice_[at(a, b, m)];
     if (choice <= kLossy) {
-      const int k = kLossy - choice;
-      out.push_back(Op::forward_lossy(a, chain_.lossy[k].codec));
-      if (a == b) {
-        out.push_back(Op::free(a + 1));
-      } else {
-        emit_q(a + 1, b, m - chain_.lossy[k].saved[a], out);
-      }
-      out.push_back(Op::backward(a));
+      emit_lossy(a, b, m, kLossy - choice, out);
       return;
     }
     if (a == b) {
@@ -1071,6 +1064,17 @@ class LossyTables {
     emit_c(a, j - 1, m, out);
   }
 
+  // Fq(a) with codec k, then the rest from a_{a+1}, which it stored and owns.
+  void emit_lossy(int a, int b, int64_t m, int k, Schedule& out) const {
+    out.push_back(Op::forward_lossy(a, chain_.lossy[k].codec));
+    if (a == b) {
+      out.push_back(Op::free(a + 1));
+    } else {
+      emit_q(a + 1, b, m - chain_.lossy[k].saved[a], out);
+    }
+    out.push_back(Op::backward(a));
+  }
+
   // Q cells end with a_a freed: Backward(a) frees it for a < L, an explicit Free for a_L.
   void emit_q(int a, int b, int64_t m, Schedule& out) const {
     const int32_t choice = q_choice_[at(a, b, m)];
@@ -1080,14 +1084,7 @@ class LossyTables {
       return;
     }
     if (choice <= kLossy) {
-      const int k = kLossy - choice;
-      out.push_back(Op::forward_lossy(a, chain_.lossy[k].codec));
-      if (a == b) {
-        out.push_back(Op::free(a + 1));
-      } else {
-        emit_q(a + 1, b, m - chain_.lossy[k].saved[a], out);
-      }
-      out.push_back(Op::backward(a));
+      emit_lossy(a, b, m, kLossy - choice, out);
       return;
     }
     const int j = choice;
