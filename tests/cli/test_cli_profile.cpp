@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -122,6 +123,59 @@ TEST(CliProfile, UnwritableTimelineIsBadInput) {
   const CommandResult result = run_memento(args);
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.err.find("--timeline"), std::string::npos) << result.err;
+}
+
+}  // namespace
+
+namespace {
+
+// Lossy storage end to end: a profile measured with codecs plans lossy, the plan says so,
+// and the three kinds of bad --codecs input are one line with exit 2.
+TEST(CliProfile, CodecsAreMeasuredPlannedAndLabelledLossy) {
+  const std::string profile_path = (scratch_dir() / "lossy-profile.json").string();
+  std::vector<std::string> args = tiny_profile_args();
+  for (const char* arg : {"--codecs", "bf16,int4", "--budget", "60%", "--out"}) args.push_back(arg);
+  args.push_back(profile_path);
+  const CommandResult measured = run_memento(args);
+  ASSERT_EQ(measured.exit_code, 0) << measured.err;
+  EXPECT_NE(measured.out.find("lossy storage"), std::string::npos) << measured.out;
+  const memento::ChainProfile profile = memento::read_profile(profile_path);
+  ASSERT_TRUE(profile.has_codec(memento::Codec::BF16) && profile.has_codec(memento::Codec::Int4));
+
+  // At the least budget exact optimal reaches, packing can only help.
+  const CommandResult exact =
+      run_memento({"plan", "--profile", profile_path, "--budget", "1B", "--format", "json"});
+  const json minimum = json::parse(exact.out);
+  const std::string least = std::to_string(minimum["min_feasible_budget_bytes"].get<int64_t>()) + "B";
+  const CommandResult lossy = run_memento(
+      {"plan", "--profile", profile_path, "--budget", least, "--codecs", "bf16,int4", "--format", "json"});
+  ASSERT_EQ(lossy.exit_code, 0) << lossy.err;
+  const json plan = json::parse(lossy.out);
+  EXPECT_EQ(plan["codecs"], "bf16,int4");
+  EXPECT_TRUE(plan["lossy"].is_boolean());
+  // store-all with int4: its least budget is every stage packed, and the plan there says so.
+  const json packed_minimum =
+      json::parse(run_memento({"plan", "--profile", profile_path, "--budget", "1B", "--codecs", "int4",
+                               "--planner", "store-all", "--format", "json"})
+                      .out);
+  const std::string packed_least =
+      std::to_string(packed_minimum["min_feasible_budget_bytes"].get<int64_t>()) + "B";
+  const CommandResult text = run_memento({"plan", "--profile", profile_path, "--budget", packed_least,
+                                          "--codecs", "int4", "--planner", "store-all"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("store-all (lossy: int4)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("packed:int4"), std::string::npos) << text.out;
+
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"plan", "--profile", profile_path, "--budget", "50%", "--codecs", "int3"},
+        std::vector<std::string>{"plan", "--profile", profile_path, "--budget", "50%", "--codecs", "int8"},
+        std::vector<std::string>{"plan", "--profile", profile_path, "--budget", "50%", "--codecs", "bf16",
+                                 "--planner", "uniform"}}) {
+    const CommandResult result = run_memento(bad);
+    EXPECT_EQ(result.exit_code, 2) << bad.back();
+    EXPECT_NE(result.err.find("--codecs"), std::string::npos) << result.err;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+  }
 }
 
 }  // namespace
