@@ -78,18 +78,23 @@ class Costs {
   int length_;
 };
 
+// A one-stage sub-chain: Fg(a) B(a), or the Loss for a == L.
+void emit_leaf(int length, int a, Schedule& out) {
+  if (a == length) {
+    out.push_back(Op::loss());
+  } else {
+    out.push_back(Op::forward_with_graph(a));
+    out.push_back(Op::backward(a));
+  }
+}
+
 // Turns the option chosen at every visited (a, b, m) into ops. `choose(a, b, m)` returns a
 // for "graph first" and j in (a, b] for "checkpoint at j"; leaves need no choice.
 template <class Choose>
 void emit(const Costs& costs, int a, int b, int64_t m, const Choose& choose, Schedule& out) {
   const int length = costs.length();
   if (a == b) {
-    if (a == length) {
-      out.push_back(Op::loss());
-    } else {
-      out.push_back(Op::forward_with_graph(a));
-      out.push_back(Op::backward(a));
-    }
+    emit_leaf(length, a, out);
     return;
   }
   const int j = choose(a, b, m);
@@ -1043,12 +1048,7 @@ class LossyTables {
       return;
     }
     if (a == b) {
-      if (a == length) {
-        out.push_back(Op::loss());
-      } else {
-        out.push_back(Op::forward_with_graph(a));
-        out.push_back(Op::backward(a));
-      }
+      emit_leaf(length, a, out);
       return;
     }
     const int j = choice;
