@@ -10,7 +10,7 @@ CMAKE_FLAGS ?=
 # Debian packages the project needs: build, LibTorch with a fast BLAS, tests, benchmarks,
 # fuzzing, the PyTorch peer benchmark and the HTML report checks.
 DEB_PACKAGES := build-essential cmake ninja-build clang libclang-rt-14-dev \
-  libtorch-dev libopenblas0-pthread libgloo-dev \
+  libtorch-dev libopenblas0-pthread libgloo-dev zlib1g-dev \
   libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev \
   chromium
 

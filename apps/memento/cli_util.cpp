@@ -120,10 +120,18 @@ std::vector<Codec> read_codecs(const std::string& text, const std::string& optio
 
 void check_planner_uses_codecs(const std::vector<Codec>& codecs, const std::string& planner) {
   if (!codecs.empty() && !make_planner(planner)->supports_codecs()) {
-    std::string capable;
-    for (const std::string& name : codec_planner_names()) capable += (capable.empty() ? "" : ", ") + name;
     throw InvalidArgument("--codecs " + codec_list_name(codecs) + ": planner " + planner +
-                          " does not use codecs; choose --planner " + capable + ", or drop --codecs");
+                          " does not use codecs; choose --planner " + codec_planner_names_text() +
+                          ", or drop --codecs");
+  }
+}
+
+void check_some_planner_uses_codecs(const std::vector<Codec>& codecs,
+                                    const std::vector<std::string>& planners) {
+  if (!codecs.empty() && codec_planners_among(planners).empty()) {
+    throw InvalidArgument("--codecs " + codec_list_name(codecs) +
+                          ": none of --planners uses codecs; add one of " + codec_planner_names_text() +
+                          ", or drop --codecs");
   }
 }
 
@@ -141,12 +149,7 @@ void check_codecs(const std::vector<Codec>& codecs, const std::string& planner, 
 }
 
 std::string lossy_label(const Schedule& schedule) {
-  std::vector<Codec> used;
-  for (const Op& op : schedule) {
-    if (op.kind == OpKind::ForwardLossy && std::find(used.begin(), used.end(), op.codec) == used.end())
-      used.push_back(op.codec);
-  }
-  return used.empty() ? "" : " (lossy: " + codec_list_name(used) + ")";
+  return codecs_label({}, codecs_used(schedule));
 }
 
 CLI::Option* add_codecs_option(CLI::App* command, std::string& codecs_text, const std::string& what) {

@@ -117,6 +117,9 @@ void check_codecs(const std::vector<Codec>& codecs, const std::string& planner, 
                   const std::string& profile_source);
 /// The planner half of check_codecs, for a profile not measured yet.
 void check_planner_uses_codecs(const std::vector<Codec>& codecs, const std::string& planner);
+/// For a list of planners (`--planners`): refuses lossy `codecs` when none of them uses codecs.
+void check_some_planner_uses_codecs(const std::vector<Codec>& codecs,
+                                    const std::vector<std::string>& planners);
 
 /// " (lossy: int8)" for a lossy schedule, "" for an exact one: every result shown says so.
 std::string lossy_label(const Schedule& schedule);

@@ -26,6 +26,7 @@ struct BenchArgs {
   std::string model_name;
   std::string budgets_text = "30%,50%,70%";
   std::string planners_text = "all";
+  std::string codecs_text = "none";
   int64_t batch_size = 0;
   int64_t seq_len = 0;
   std::string granularity = "block";
@@ -49,6 +50,12 @@ std::string format_ratio(double value) {
   return text;
 }
 
+std::string format_error(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.3g", value);
+  return text;
+}
+
 void print_text(const BenchResult& result) {
   std::string shape = "batch " + std::to_string(result.batch);
   if (result.seq_len) shape += ", seq " + std::to_string(*result.seq_len);
@@ -63,22 +70,23 @@ void print_text(const BenchResult& result) {
   if (!result.rows.empty()) {
     std::cout << "\n";
     TextTable table({"planner", "budget", "status", "measured peak", "predicted peak", "step", "overhead",
-                     "recompute", "grad cosine"});
-    table.align("lllrrrrrr");
+                     "recompute", "grad cosine", "grad rel l2"});
+    table.align("lllrrrrrrr");
     for (const BenchRow& row : result.rows) {
       const std::string budget = row.budget + " (" + format_bytes(row.budget_bytes) + ")";
+      const std::string planner = row.planner + codecs_label(row.codecs, row.codecs_used);
       if (!row.ran) {
         const std::string status =
             row.status == "infeasible"
                 ? "infeasible (needs " + format_bytes(row.min_feasible_budget_bytes) + ")"
                 : row.status + (row.message.empty() ? "" : ": " + row.message);
-        table.add_row({row.planner, budget, status, "—", "—", "—", "—", "—", "—"});
+        table.add_row({planner, budget, status, "—", "—", "—", "—", "—", "—", "—"});
         continue;
       }
-      table.add_row({row.planner, budget, row.status, format_bytes(row.measured_peak_bytes),
+      table.add_row({planner, budget, row.status, format_bytes(row.measured_peak_bytes),
                      format_bytes(row.predicted_peak_bytes), format_seconds(row.step_s),
                      format_change(row.overhead), format_percent(row.recompute_ratio),
-                     format_ratio(row.grad_cosine)});
+                     format_ratio(row.grad_cosine), format_error(row.grad_rel_l2)});
     }
     std::cout << table.str();
   }
@@ -94,7 +102,8 @@ void print_text(const BenchResult& result) {
         if (point.batch == search.max_batch) peak_bytes = point.measured_peak_bytes;
         tried += (tried.empty() ? "" : " ") + std::to_string(point.batch) + (point.fits ? "" : "✗");
       }
-      table.add_row({search.planner, std::to_string(search.max_batch) + (search.reached_limit ? "+" : ""),
+      table.add_row({search.planner + codecs_label(search.codecs, {}),
+                     std::to_string(search.max_batch) + (search.reached_limit ? "+" : ""),
                      search.max_batch > 0 ? format_bytes(peak_bytes) : "—", tried});
     }
     std::cout << table.str();
@@ -116,6 +125,7 @@ void run_bench_command(const BenchArgs& args, bool budgets_given) {
 
   BenchOptions options(args.model_name);
   options.planners(read_planner_list(args.planners_text))
+      .codecs(read_codecs(args.codecs_text))
       .batch_size(args.batch_size)
       .seq_len(args.seq_len)
       .granularity(args.granularity)
@@ -186,6 +196,10 @@ void add_bench_command(CLI::App& app) {
           ->capture_default_str();
   command->add_option("--planners", args->planners_text, "all, or a comma-separated list of planners")
       ->capture_default_str();
+  add_codecs_option(command, args->codecs_text,
+                    "measured on the model; every planner that uses codecs (store-all, optimal) gets a lossy "
+                    "row beside each exact one")
+      ->capture_default_str();
   command->add_option("--batch", args->batch_size, "batch size (0: the model's default)")
       ->capture_default_str();
   command->add_option("--seq-len", args->seq_len, "tokens per sequence for language models (0: default)")
@@ -221,7 +235,9 @@ void add_bench_command(CLI::App& app) {
       "share of forward work redone: the profile's forward_s of the forwards the step re-ran over the total "
       "forward_s (from the profile, not timed); recompute_s in the JSON is measured. Rows whose measured "
       "peak "
-      "exceeds the budget by more than 5% say over_budget (exit 1).");
+      "exceeds the budget by more than 5% say over_budget (exit 1). Lossy rows say (lossy: CODECS) beside "
+      "the "
+      "planner; their grad cosine and grad rel l2 are against store-all's exact gradients.");
   command->callback([args, budgets] { run_bench_command(*args, budgets->count() > 0); });
 }
 

@@ -326,12 +326,8 @@ void run_sweep(const PlanArgs& args, Format format) {
   if (!args.budgets_text.empty()) budgets = read_budget_list(args.budgets_text, profile);
   // With --codecs, every codec-capable planner gets a second, lossy column beside its exact one.
   const std::vector<Codec> codecs = read_codecs(args.codecs_text);
-  if (!codecs.empty()) {
-    bool any_capable = false;
-    for (const std::string& name : names) any_capable = any_capable || make_planner(name)->supports_codecs();
-    if (!any_capable) check_codecs(codecs, names.front(), profile, "profile " + args.profile_path);
-    check_codecs(codecs, "optimal", profile, "profile " + args.profile_path);
-  }
+  check_some_planner_uses_codecs(codecs, names);
+  check_codecs(codecs, "optimal", profile, "profile " + args.profile_path);
   auto options_for = [&](int64_t budget_bytes, const std::vector<Codec>& allowed) {
     return PlannerOptions(budget_bytes)
         .memory_slots(static_cast<int>(args.slots))

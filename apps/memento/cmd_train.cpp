@@ -74,11 +74,15 @@ DataSets load_data(const TrainArguments& args, const ModelInfo& info) {
     TextSplit split = split_text(bytes, source, args.seq_len);
     return {split.train, split.validation};
   }
-  if (!args.data.empty()) {
-    throw InvalidArgument("--data is a text file for the language models (gpt-*); " + info.name +
-                          " trains on the generated shapes set, drop --data");
-  }
   const auto options = ShapesOptions().image_size(args.image_size);
+  if (!args.data.empty()) {
+    // A directory of MNIST-format files (Fashion-MNIST): grey 28x28, fitted to the models' input.
+    auto train =
+        std::make_shared<ImageSet>(fit_images(read_mnist_dir(args.data, "train"), 3, args.image_size));
+    auto validation =
+        std::make_shared<ImageSet>(fit_images(read_mnist_dir(args.data, "t10k"), 3, args.image_size));
+    return {train, validation};
+  }
   auto train =
       std::make_shared<ImageSet>(generate_shapes(ShapesOptions(options).count(4096).seed(args.seed)));
   auto validation = std::make_shared<ImageSet>(
@@ -156,14 +160,14 @@ void run_train(const TrainArguments& args) {
   model_options.seed = args.seed;
   model_options.dropout = args.dropout;
   const ModelInfo info = make_model(args.model, model_options).info;
-  if (is_image_model(info)) model_options.num_classes = static_cast<int64_t>(shape_class_names().size());
   if (!is_language_model(info) && !is_image_model(info)) {
-    throw InvalidArgument(
-        "memento train trains gpt-* models on text and resnet*/vit-* models on generated shapes; " +
-        args.model + " is a " + info.family + " model: choose another --model");
+    throw InvalidArgument("memento train trains gpt-* models on text and resnet*/vit-* models on images; " +
+                          args.model + " is a " + info.family + " model: choose another --model");
   }
+  const DataSets data = load_data(args, info);
+  if (const auto* images = dynamic_cast<const ImageSet*>(data.train.get()))
+    model_options.num_classes = images->num_classes();
   Model model = make_model(args.model, model_options);
-  const DataSets data = load_data(args, model.info);
 
   // The progress and the notes go to stderr when stdout carries JSON.
   std::ostream& log = format == Format::Json ? std::cerr : std::cout;
@@ -361,7 +365,11 @@ void add_train_command(CLI::App& app) {
                       "checkpoint file written at every evaluation and at the end (atomically)");
   command->add_option("--resume", args->resume, "checkpoint file to continue from");
   command->add_option("--seed", args->seed, "seed of the model, the data and dropout")->capture_default_str();
-  command->add_option("--data", args->data, "text file to train on instead of the generated corpus");
+  command->add_option(
+      "--data", args->data,
+      "gpt-*: a text file to train on instead of the generated corpus; resnet*/vit-*: a "
+      "directory of MNIST-format idx files (.gz too), e.g. /usr/share/datasets/fashion-mnist, "
+      "instead of the generated shapes");
   add_format_option(command, args->format);
   command->callback([args] { run_train(*args); });
 }

@@ -1,6 +1,7 @@
 // `memento verify`: runs one step per planner through a PlanRunner and one plain autograd
-// step from the identical state, and reports whether the gradients are bit-identical and
-// how measured peak memory and step time compare with the plan's predictions.
+// step from the identical state, and reports whether the gradients are bit-identical (for
+// lossy plans: how close, as cosine and relative error) and how measured peak memory and
+// step time compare with the plan's predictions.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -31,6 +32,8 @@ namespace {
 struct VerifyArgs {
   std::string model_name;
   std::string planners_text = "all";
+  std::string codecs_text = "none";
+  double min_grad_cosine = 0.999;
   std::string budget_text = "100%";
   int64_t batch_size = 0;
   int64_t seq_len = 0;
@@ -42,11 +45,15 @@ struct VerifyArgs {
 
 struct Row {
   std::string planner;
-  std::string status;  // "ok", "infeasible", "unavailable", "mismatch"
+  std::vector<Codec> codecs;       // allowed (empty: an exact row)
+  std::vector<Codec> codecs_used;  // by the plan: its gradients are approximate
+  std::string status;              // "ok", "infeasible", "unavailable", "mismatch", "inaccurate"
   std::string note;
   bool ran = false;
   bool bitwise_equal = false;
   double max_abs_grad_diff = 0;
+  double grad_cosine = 0;
+  double grad_rel_l2 = 0;
   int64_t measured_peak_bytes = 0;
   int64_t predicted_peak_bytes = 0;
   int64_t min_feasible_budget_bytes = 0;
@@ -55,34 +62,76 @@ struct Row {
   int recompute_count = 0;
 };
 
-bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.defined() != b.defined()) return false;
-  if (!a.defined()) return true;
-  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
-  const torch::Tensor x = a.contiguous().cpu();
-  const torch::Tensor y = b.contiguous().cpu();
-  return std::memcmp(x.data_ptr(), y.data_ptr(), x.numel() * x.element_size()) == 0;
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.defined() != b.defined() || (a.defined() && a.sizes() != b.sizes())) return INFINITY;
-  if (!a.defined() || a.numel() == 0) return 0;
-  return (a.cpu().to(torch::kFloat64) - b.cpu().to(torch::kFloat64)).abs().max().item<double>();
-}
-
 nlohmann::json row_json(const Row& row) {
-  nlohmann::json json = {{"planner", row.planner}, {"status", row.status}};
+  nlohmann::json json = {{"planner", row.planner},
+                         {"codecs", codec_list_name(row.codecs)},
+                         {"codecs_used", codec_list_name(row.codecs_used)},
+                         {"lossy", !row.codecs_used.empty()},
+                         {"status", row.status}};
   if (!row.note.empty()) json["note"] = row.note;
   if (row.status == "infeasible") json["min_feasible_budget_bytes"] = row.min_feasible_budget_bytes;
   if (!row.ran) return json;
   json["bitwise_equal"] = row.bitwise_equal;
   json["max_abs_grad_diff"] = row.max_abs_grad_diff;
+  json["grad_cosine"] = row.grad_cosine;
+  json["grad_rel_l2"] = row.grad_rel_l2;
   json["measured_peak_bytes"] = row.measured_peak_bytes;
   json["predicted_peak_bytes"] = row.predicted_peak_bytes;
   json["step_s"] = row.step_s;
   json["predicted_step_s"] = row.predicted_step_s;
   json["recompute_count"] = row.recompute_count;
   return json;
+}
+
+// Plans one row, runs its step from the reset state and judges it: an exact plan must give
+// plain autograd's bits, a lossy one a gradient cosine of at least `min_grad_cosine`.
+void verify_row(Row& row, const PlannerOptions& options, const ChainProfile& profile, Executor& executor,
+                StepState& state, uint64_t step_seed, const Batch& batch, const StepResult& plain,
+                const std::vector<torch::Tensor>& reference, double min_grad_cosine) {
+  Plan plan;
+  try {
+    plan = make_planner(row.planner)->plan(profile, options);
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (const std::logic_error& e) {
+    row.status = "unavailable";
+    row.note = e.what();
+    return;
+  }
+  if (!plan.feasible) {
+    row.status = "infeasible";
+    row.min_feasible_budget_bytes = plan.min_feasible_budget_bytes;
+    row.note = "needs at least " + format_bytes(plan.min_feasible_budget_bytes);
+    return;
+  }
+  row.codecs_used = codecs_used(plan.schedule);
+  state.reset(step_seed);
+  PlanRunner runner(executor, plan, profile);  // a run-time policy (dtr) acts on measured memory
+  const StepResult result = runner.step(batch);
+  if (const auto stats = runner.policy_stats()) {
+    row.note =
+        plan.runtime_policy + " at run time: " + std::to_string(stats->evictions) + " evictions" +
+        (stats->over_budget_ops > 0 ? ", " + std::to_string(stats->over_budget_ops) + " ops over budget"
+                                    : "");
+  }
+  const GradientComparison diff = compare_gradients(state.gradients(), reference);
+  row.ran = true;
+  row.bitwise_equal = diff.bitwise_equal && result.loss == plain.loss;
+  row.max_abs_grad_diff = diff.max_abs_diff;
+  row.grad_cosine = diff.cosine;
+  row.grad_rel_l2 = diff.rel_l2;
+  // Measured on top of the bytes alive when the step began (parameters, gradients,
+  // inputs), plus the profile's fixed bytes: the same footing as the prediction.
+  row.measured_peak_bytes = result.peak_bytes - result.start_bytes + profile.fixed_bytes;
+  row.predicted_peak_bytes = plan.predicted_peak_bytes;
+  row.step_s = result.step_s;
+  row.predicted_step_s = plan.predicted_time_s;
+  row.recompute_count = result.recompute_count;
+  if (row.codecs_used.empty()) {
+    row.status = row.bitwise_equal ? "ok" : "mismatch";
+  } else {
+    row.status = diff.cosine >= min_grad_cosine ? "ok" : "inaccurate";
+  }
 }
 
 void run_verify(const VerifyArgs& args) {
@@ -97,6 +146,12 @@ void run_verify(const VerifyArgs& args) {
     throw InvalidArgument("--granularity must be block or fine, got \"" + args.granularity + "\"");
   }
   const std::vector<std::string> planners = read_planner_list(args.planners_text);
+  const std::vector<Codec> codecs = read_codecs(args.codecs_text);
+  check_some_planner_uses_codecs(codecs, planners);
+  if (!(args.min_grad_cosine >= -1 && args.min_grad_cosine <= 1)) {
+    throw InvalidArgument("--min-grad-cosine must be between -1 and 1, got " +
+                          std::to_string(args.min_grad_cosine));
+  }
 
   MemoryTracker::instance();  // before the model: its tensors are counted
   ModelOptions options;
@@ -108,7 +163,7 @@ void run_verify(const VerifyArgs& args) {
   StepState state(*model.chain);
   state.reset(static_cast<uint64_t>(args.seed));  // allocate the gradients before profiling
   const ChainProfile profile =
-      profile_chain(*model.chain, batch, model.loss, ProfilerOptions().model(args.model_name));
+      profile_chain(*model.chain, batch, model.loss, ProfilerOptions().model(args.model_name).codecs(codecs));
   const int64_t budget_bytes = read_budget(args.budget_text, profile);
 
   // The reference: plain autograd from the same state.
@@ -119,54 +174,21 @@ void run_verify(const VerifyArgs& args) {
 
   Executor executor(model.chain, model.loss);
   std::vector<Row> rows;
-  bool all_equal = true;
+  bool all_ok = true;
   for (const std::string& name : planners) {
-    Row row;
-    row.planner = name;
-    Plan plan;
-    try {
-      plan = make_planner(name)->plan(
-          profile, PlannerOptions(budget_bytes).memory_slots(static_cast<int>(args.slots)));
-    } catch (const std::logic_error& e) {
-      row.status = "unavailable";
-      row.note = e.what();
+    std::vector<std::vector<Codec>> variants = {{}};
+    if (!codecs.empty() && make_planner(name)->supports_codecs()) variants.push_back(codecs);
+    for (const std::vector<Codec>& allowed : variants) {
+      Row row;
+      row.planner = name;
+      row.codecs = allowed;
+      const PlannerOptions planner_options =
+          PlannerOptions(budget_bytes).memory_slots(static_cast<int>(args.slots)).codecs(allowed);
+      verify_row(row, planner_options, profile, executor, state, step_seed, batch, plain, reference,
+                 args.min_grad_cosine);
+      all_ok = all_ok && (!row.ran || row.status == "ok");
       rows.push_back(row);
-      continue;
     }
-    if (!plan.feasible) {
-      row.status = "infeasible";
-      row.min_feasible_budget_bytes = plan.min_feasible_budget_bytes;
-      row.note = "needs at least " + format_bytes(plan.min_feasible_budget_bytes);
-      rows.push_back(row);
-      continue;
-    }
-    state.reset(step_seed);
-    PlanRunner runner(executor, plan, profile);  // a run-time policy (dtr) acts on measured memory
-    const StepResult result = runner.step(batch);
-    if (const auto stats = runner.policy_stats()) {
-      row.note =
-          plan.runtime_policy + " at run time: " + std::to_string(stats->evictions) + " evictions" +
-          (stats->over_budget_ops > 0 ? ", " + std::to_string(stats->over_budget_ops) + " ops over budget"
-                                      : "");
-    }
-    const std::vector<torch::Tensor> grads = state.gradients();
-    row.ran = true;
-    row.bitwise_equal = grads.size() == reference.size();
-    for (size_t k = 0; k < grads.size() && k < reference.size(); ++k) {
-      row.bitwise_equal = row.bitwise_equal && same_bits(grads[k], reference[k]);
-      row.max_abs_grad_diff = std::max(row.max_abs_grad_diff, max_abs_diff(grads[k], reference[k]));
-    }
-    row.bitwise_equal = row.bitwise_equal && result.loss == plain.loss;
-    // Measured on top of the bytes alive when the step began (parameters, gradients,
-    // inputs), plus the profile's fixed bytes: the same footing as the prediction.
-    row.measured_peak_bytes = result.peak_bytes - result.start_bytes + profile.fixed_bytes;
-    row.predicted_peak_bytes = plan.predicted_peak_bytes;
-    row.step_s = result.step_s;
-    row.predicted_step_s = plan.predicted_time_s;
-    row.recompute_count = result.recompute_count;
-    row.status = row.bitwise_equal ? "ok" : "mismatch";
-    all_equal = all_equal && row.bitwise_equal;
-    rows.push_back(row);
   }
 
   const int64_t plain_peak_bytes = plain.peak_bytes - plain.start_bytes + profile.fixed_bytes;
@@ -177,7 +199,13 @@ void run_verify(const VerifyArgs& args) {
         {"budget_bytes", budget_bytes},
         {"fixed_bytes", profile.fixed_bytes},
         {"plain", {{"measured_peak_bytes", plain_peak_bytes}, {"step_s", plain.step_s}}},
-        {"all_bitwise_equal", all_equal},
+        {"codecs", codec_list_name(codecs)},
+        {"min_grad_cosine", args.min_grad_cosine},
+        {"all_bitwise_equal", std::all_of(rows.begin(), rows.end(),
+                                          [](const Row& row) {
+                                            return !row.ran || !row.codecs_used.empty() || row.bitwise_equal;
+                                          })},
+        {"all_ok", all_ok},
         {"planners", nlohmann::json::array()}};
     for (const Row& row : rows) document["planners"].push_back(row_json(row));
     print_json(document);
@@ -188,29 +216,35 @@ void run_verify(const VerifyArgs& args) {
          {"fixed bytes", format_bytes(profile.fixed_bytes)},
          {"plain step", format_bytes(plain_peak_bytes) + " peak, " + format_seconds(plain.step_s)}});
     std::cout << "\n";
-    TextTable table({"planner", "status", "bitwise", "max |dgrad|", "measured peak", "predicted peak",
-                     "peak err", "step", "predicted step", "recomputes"});
-    table.align("llrrrrrrrr");
+    TextTable table({"planner", "status", "bitwise", "max |dgrad|", "grad cosine", "grad rel l2",
+                     "measured peak", "predicted peak", "peak err", "step", "predicted step", "recomputes"});
+    table.align("llrrrrrrrrrr");
     for (const Row& row : rows) {
+      const std::string planner = row.planner + codecs_label(row.codecs, row.codecs_used);
       if (!row.ran) {
-        table.add_row({row.planner, row.status + (row.note.empty() ? "" : ": " + row.note), "—", "—", "—",
-                       "—", "—", "—", "—", "—"});
+        table.add_row({planner, row.status + (row.note.empty() ? "" : ": " + row.note), "—", "—", "—", "—",
+                       "—", "—", "—", "—", "—", "—"});
         continue;
       }
       const double peak_error = static_cast<double>(row.measured_peak_bytes - row.predicted_peak_bytes) /
                                 std::max<int64_t>(1, row.predicted_peak_bytes);
-      char diff[32];
-      std::snprintf(diff, sizeof(diff), "%.3g", row.max_abs_grad_diff);
-      table.add_row({row.planner, row.status, row.bitwise_equal ? "yes" : "no", diff,
-                     format_bytes(row.measured_peak_bytes), format_bytes(row.predicted_peak_bytes),
-                     format_change(peak_error), format_seconds(row.step_s),
-                     format_seconds(row.predicted_step_s), std::to_string(row.recompute_count)});
+      auto number = [](const char* pattern, double value) {
+        char text[32];
+        std::snprintf(text, sizeof(text), pattern, value);
+        return std::string(text);
+      };
+      table.add_row({planner, row.status, row.bitwise_equal ? "yes" : "no",
+                     number("%.3g", row.max_abs_grad_diff), number("%.6f", row.grad_cosine),
+                     number("%.3g", row.grad_rel_l2), format_bytes(row.measured_peak_bytes),
+                     format_bytes(row.predicted_peak_bytes), format_change(peak_error),
+                     format_seconds(row.step_s), format_seconds(row.predicted_step_s),
+                     std::to_string(row.recompute_count)});
     }
     std::cout << table.str();
   }
   // Nothing verified is a negative outcome too: every planner was infeasible at this budget.
   const bool any_ran = std::any_of(rows.begin(), rows.end(), [](const Row& row) { return row.ran; });
-  if (!all_equal || !any_ran) {
+  if (!all_ok || !any_ran) {
     if (!any_ran)
       print_warning("no planner fits --budget " + args.budget_text +
                     ": nothing was verified; raise --budget");
@@ -225,9 +259,18 @@ void add_verify_command(CLI::App& app) {
   CLI::App* command = app.add_subcommand(
       "verify",
       "run one step per planner through the executor and one plain autograd step from the same state; report "
-      "bitwise gradient equality and measured vs predicted peak memory and time");
+      "bitwise gradient equality (for lossy rows, gradient cosine and relative error) and measured vs "
+      "predicted peak memory and time");
   command->add_option("--model", args->model_name, "model name (see `memento models`)")->required();
   command->add_option("--planners", args->planners_text, "all, or a comma-separated list of planners")
+      ->capture_default_str();
+  add_codecs_option(command, args->codecs_text,
+                    "measured on the model; every planner that uses codecs (store-all, optimal) gets a lossy "
+                    "row beside its exact one, judged by --min-grad-cosine instead of bitwise equality")
+      ->capture_default_str();
+  command
+      ->add_option("--min-grad-cosine", args->min_grad_cosine,
+                   "least gradient cosine against plain autograd a lossy row must reach to be ok")
       ->capture_default_str();
   command
       ->add_option(

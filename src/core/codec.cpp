@@ -90,6 +90,12 @@ std::string codec_list_name(const std::vector<Codec>& codecs) {
   return text;
 }
 
+std::string codecs_label(const std::vector<Codec>& allowed, const std::vector<Codec>& used) {
+  if (!used.empty()) return " (lossy: " + codec_list_name(used) + ")";
+  if (!allowed.empty()) return " (codecs " + codec_list_name(allowed) + " allowed)";
+  return "";
+}
+
 int64_t codec_packed_bytes(Codec codec, int64_t numel, int64_t element_bytes) {
   switch (codec) {
     case Codec::None:

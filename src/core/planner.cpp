@@ -45,21 +45,30 @@ std::unique_ptr<Planner> make_planner(const std::string& name) {
   throw InvalidArgument("unknown planner \"" + name + "\"; choose one of " + valid);
 }
 
-std::vector<std::string> codec_planner_names() {
-  std::vector<std::string> names;
-  for (const auto& entry : kRegistry) {
-    if (entry.make()->supports_codecs()) names.emplace_back(entry.name);
+std::vector<std::string> codec_planners_among(const std::vector<std::string>& names) {
+  std::vector<std::string> capable;
+  for (const std::string& name : names) {
+    if (make_planner(name)->supports_codecs()) capable.push_back(name);
   }
-  return names;
+  return capable;
+}
+
+std::vector<std::string> codec_planner_names() {
+  return codec_planners_among(planner_names());
+}
+
+std::string codec_planner_names_text() {
+  std::string text;
+  for (const std::string& name : codec_planner_names()) text += (text.empty() ? "" : ", ") + name;
+  return text;
 }
 
 Plan Planner::plan(const ChainProfile& profile, const PlannerOptions& options) const {
   const std::vector<Codec>& codecs = options.codecs();
   if (!codecs.empty() && !supports_codecs()) {
-    std::string capable;
-    for (const std::string& other : codec_planner_names()) capable += (capable.empty() ? "" : ", ") + other;
     throw InvalidArgument("planner " + name() + " does not use codecs (PlannerOptions::codecs is " +
-                          codec_list_name(codecs) + "); leave them empty, or choose one of " + capable);
+                          codec_list_name(codecs) + "); leave them empty, or choose one of " +
+                          codec_planner_names_text());
   }
   for (Codec codec : codecs) {
     if (!is_lossy(codec)) {
@@ -142,6 +151,7 @@ nlohmann::json plan_to_json(const Plan& plan) {
   if (!plan.runtime_policy.empty()) out["runtime_policy"] = plan.runtime_policy;
   out["codecs"] = codec_list_name(plan.codecs);
   out["lossy"] = is_lossy(plan.schedule);
+  out["codecs_used"] = codec_list_name(codecs_used(plan.schedule));
   return out;
 }
 

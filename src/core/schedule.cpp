@@ -1,5 +1,7 @@
 #include "memento/core/schedule.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "memento/core/error.h"
@@ -59,6 +61,15 @@ bool is_lossy(const Schedule& schedule) {
     if (op.kind == OpKind::ForwardLossy) return true;
   }
   return false;
+}
+
+std::vector<Codec> codecs_used(const Schedule& schedule) {
+  std::vector<Codec> used;
+  for (const Op& op : schedule) {
+    if (op.kind == OpKind::ForwardLossy && std::find(used.begin(), used.end(), op.codec) == used.end())
+      used.push_back(op.codec);
+  }
+  return used;
 }
 
 std::string to_string(const Schedule& schedule) {

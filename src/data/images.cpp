@@ -1,5 +1,7 @@
 #include "memento/data/images.h"
 
+#include <sys/stat.h>
+
 #include "files.h"
 
 #include <cmath>
@@ -15,7 +17,7 @@ namespace memento {
 namespace {
 
 std::vector<uint8_t> read_binary(const std::string& path, const std::string& what) {
-  return detail::read_whole_file(path, what + " file");
+  return detail::read_maybe_gzipped_file(path, what + " file");
 }
 
 std::string hex32(uint32_t value) {
@@ -245,6 +247,48 @@ ImageSet read_mnist(const std::string& images_path, const std::string& labels_pa
     label[i] = value;
   }
   return ImageSet(images, labels, {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, "MNIST " + images_path);
+}
+
+namespace {
+
+std::string existing_idx_file(const std::string& dir, const std::string& name) {
+  for (const std::string& candidate : {dir + "/" + name, dir + "/" + name + ".gz"}) {
+    struct stat info {};
+    if (::stat(candidate.c_str(), &info) == 0 && S_ISREG(info.st_mode)) return candidate;
+  }
+  throw DataError("no " + name + " (or " + name + ".gz) in " + dir +
+                  "; give a directory of MNIST-format idx files, e.g. /usr/share/datasets/fashion-mnist");
+}
+
+}  // namespace
+
+ImageSet read_mnist_dir(const std::string& dir, const std::string& split) {
+  if (split != "train" && split != "t10k")
+    throw InvalidArgument("read_mnist_dir: split must be train or t10k, got \"" + split + "\"");
+  return read_mnist(existing_idx_file(dir, split + "-images-idx3-ubyte"),
+                    existing_idx_file(dir, split + "-labels-idx1-ubyte"));
+}
+
+ImageSet fit_images(const ImageSet& set, int64_t channels, int64_t size) {
+  if (channels < 1)
+    throw InvalidArgument("fit_images: channels must be at least 1, got " + std::to_string(channels));
+  if (size < 1) throw InvalidArgument("fit_images: size must be at least 1, got " + std::to_string(size));
+  torch::Tensor images = set.images();
+  const int64_t have = images.size(1);
+  if (have != channels) {
+    if (have != 1) {
+      throw InvalidArgument("fit_images: only a one-channel set can become " + std::to_string(channels) +
+                            " channels; this one has " + std::to_string(have));
+    }
+    images = images.expand({images.size(0), channels, images.size(2), images.size(3)});
+  }
+  // Centred: pad with zeros (the datasets' background) or crop, per side.
+  const int64_t rows = images.size(2), cols = images.size(3);
+  const int64_t top = (size - rows) / 2, left = (size - cols) / 2;
+  images = torch::constant_pad_nd(images, {left, size - cols - left, top, size - rows - top}, 0);
+  return ImageSet(images.contiguous(), set.labels(), set.class_names(),
+                  set.source() + " (fitted to " + std::to_string(channels) + "x" + std::to_string(size) +
+                      "x" + std::to_string(size) + ")");
 }
 
 }  // namespace memento

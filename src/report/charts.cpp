@@ -563,7 +563,7 @@ void add_bench_charts(const json& document, std::vector<ReportChart>& charts) {
     const std::string path = index_path("rows", r);
     const json& row = read_object(rows[r], path);
     Row one;
-    one.planner = string_field(row, "planner", path);
+    one.planner = row_planner_label(row, path);
     one.status = string_field(row, "status", path);
     one.budget = has_value(row, "budget") ? read_string(row.at("budget"), join_path(path, "budget")) : "";
     auto bytes_if = [&](const char* key) -> std::optional<int64_t> {
@@ -634,7 +634,7 @@ void add_bench_charts(const json& document, std::vector<ReportChart>& charts) {
     for (size_t s = 0; s < searches.size(); ++s) {
       const std::string path = index_path("max_batch", s);
       const json& search = read_object(searches[s], path);
-      const std::string planner = string_field(search, "planner", path);
+      const std::string planner = row_planner_label(search, path);
       std::string label = planner;
       if (has_value(search, "max_batch")) {
         label += " (max batch " +

@@ -24,6 +24,7 @@ using report_detail::has_value;
 using report_detail::human_bytes;
 using report_detail::human_percent;
 using report_detail::human_seconds;
+using report_detail::row_planner_label;
 
 std::string escape_html(const std::string& text) {
   std::string out;
@@ -193,7 +194,7 @@ std::string bench_summary(const json& document) {
       std::snprintf(text, sizeof text, "%.6f", row.at("grad_cosine").get<double>());
       cosine = text;
     }
-    table.add_row({text_of(row, "planner"), budget, text_of(row, "status"),
+    table.add_row({row_planner_label(row, "rows"), budget, text_of(row, "status"),
                    bytes_of(row, "predicted_peak_bytes"), bytes_of(row, "measured_peak_bytes"),
                    seconds_of(row, "predicted_step_s"), seconds_of(row, "step_s"), overhead, recompute,
                    cosine, has_value(row, "message") ? text_of(row, "message") : ""});
@@ -202,7 +203,7 @@ std::string bench_summary(const json& document) {
   if (has_value(document, "max_batch")) {
     HtmlTable batches({"planner", "memory cap", "largest batch that fits", "batches tried"});
     for (const json& search : document.at("max_batch")) {
-      batches.add_row({text_of(search, "planner"), bytes_of(search, "memory_cap_bytes"),
+      batches.add_row({row_planner_label(search, "max_batch"), bytes_of(search, "memory_cap_bytes"),
                        text_of(search, "max_batch"),
                        std::to_string(has_value(search, "points") ? search.at("points").size() : 0)});
     }

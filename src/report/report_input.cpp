@@ -5,6 +5,7 @@
 #include <map>
 
 #include "memento/core/budget.h"
+#include "memento/core/codec.h"
 #include "memento/core/error.h"
 
 #include "memento/core/json_input.h"
@@ -138,6 +139,19 @@ double seconds_field(const json& object, const std::string& key, const std::stri
 
 std::string string_field(const json& object, const std::string& key, const std::string& path) {
   return read_string(require_field(object, key, path), join_path(path, key));
+}
+
+std::string row_planner_label(const json& row, const std::string& path) {
+  const std::string planner = string_field(row, "planner", path);
+  auto codecs_of = [&](const char* key) {
+    if (!has_value(row, key)) return std::vector<Codec>{};
+    try {
+      return parse_codec_list(read_string(row.at(key), join_path(path, key)));
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument("report input: " + join_path(path, key) + ": " + e.what());
+    }
+  };
+  return planner + codecs_label(codecs_of("codecs"), codecs_of("codecs_used"));
 }
 
 std::string human_bytes(int64_t bytes) {

@@ -46,6 +46,9 @@ const json& read_object(const json& value, const std::string& path);
 int64_t bytes_field(const json& object, const std::string& key, const std::string& path);
 double seconds_field(const json& object, const std::string& key, const std::string& path);
 std::string string_field(const json& object, const std::string& key, const std::string& path);
+// A bench row's planner as results name it: "optimal (lossy: int8)" when the row's
+// `codecs_used` is not "none" (codec.h's codecs_label; files without the fields are exact).
+std::string row_planner_label(const json& row, const std::string& path);
 
 /// Human forms for tables and headings: "1.50 GiB", "12.3 ms", "12.3%".
 std::string human_bytes(int64_t bytes);

@@ -1,7 +1,11 @@
 #include "memento/torch/codecs.h"
 
+#include <algorithm>
 #include <limits>
+#include <thread>
+#include <vector>
 
+#include "group_quantize.h"
 #include "memento/core/error.h"
 
 namespace memento {
@@ -40,7 +44,64 @@ torch::Tensor padded_flat(const torch::Tensor& flat, int64_t padded) {
   return torch::cat({flat, flat.slice(0, flat.numel() - 1).expand({missing})});
 }
 
+// Groups per thread at least: 1 MiB of values pays for starting a thread (~50 us).
+constexpr int64_t kGroupsPerThread = 1024;
+
+// Runs body(begin, end) over [0, groups) split across torch's intra-op thread count.
+// at::parallel_for would run serially: its OpenMP form is inlined into this file, which is
+// not built with OpenMP (that would add libgomp to every consumer's link).
+template <class Body>
+void for_group_ranges(int64_t groups, const Body& body) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), groups / kGroupsPerThread);
+  if (threads <= 1) return body(0, groups);
+  const int64_t chunk = (groups + threads - 1) / threads;
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < threads; ++t)
+    workers.emplace_back(body, t * chunk, std::min(groups, (t + 1) * chunk));
+  body(0, chunk);
+  for (std::thread& worker : workers) worker.join();
+}
+
+bool fast_path(const torch::Tensor& tensor) {
+  return tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat;
+}
+
+// The CPU float32 form of pack_grouped (round to nearest), in one pass (group_quantize.h).
+void pack_grouped_cpu(PackedTensor& packed, const torch::Tensor& tensor) {
+  const int64_t groups = (packed.numel + kCodecGroupValues - 1) / kCodecGroupValues;
+  const int bits = codec_bits(packed.codec);
+  const torch::Tensor values = tensor.detach().contiguous();
+  packed.data = torch::empty({groups, kCodecGroupValues * bits / 8}, values.options().dtype(at::kByte));
+  packed.minimum = torch::empty({groups}, values.options());
+  packed.scale = torch::empty({groups}, values.options());
+  const float* in = values.data_ptr<float>();
+  uint8_t* codes = packed.data.data_ptr<uint8_t>();
+  float* minimum = packed.minimum.data_ptr<float>();
+  float* scale = packed.scale.data_ptr<float>();
+  const int64_t numel = packed.numel;
+  for_group_ranges(groups, [&](int64_t begin, int64_t end) {
+    kernels::quantize_groups(in, numel, bits, begin, end, codes, minimum, scale);
+  });
+}
+
+torch::Tensor unpack_grouped_cpu(const PackedTensor& packed) {
+  const int64_t groups = packed.minimum.numel();
+  const int bits = codec_bits(packed.codec);
+  torch::Tensor values = torch::empty({packed.numel}, packed.minimum.options());
+  const torch::Tensor data = packed.data.contiguous();
+  const uint8_t* codes = data.data_ptr<uint8_t>();
+  const float* minimum = packed.minimum.data_ptr<float>();
+  const float* scale = packed.scale.data_ptr<float>();
+  float* out = values.data_ptr<float>();
+  const int64_t numel = packed.numel;
+  for_group_ranges(groups, [&](int64_t begin, int64_t end) {
+    kernels::dequantize_groups(codes, minimum, scale, numel, bits, begin, end, out);
+  });
+  return values.view(packed.sizes);
+}
+
 void pack_grouped(PackedTensor& packed, const torch::Tensor& tensor, const PackOptions& options) {
+  if (!options.stochastic_rounding && fast_path(tensor)) return pack_grouped_cpu(packed, tensor);
   const int64_t groups = (packed.numel + kCodecGroupValues - 1) / kCodecGroupValues;
   const torch::Tensor values =
       padded_flat(tensor.detach().reshape({-1}).to(at::kFloat), groups * kCodecGroupValues)
@@ -50,7 +111,7 @@ void pack_grouped(PackedTensor& packed, const torch::Tensor& tensor, const PackO
   const double levels = levels_of(packed.codec);
   // A constant group has range 0: any positive scale decodes it exactly to its minimum.
   const torch::Tensor scale = ((maximum - minimum) / levels).clamp_min(std::numeric_limits<float>::min());
-  torch::Tensor codes = (values - minimum) / scale;
+  torch::Tensor codes = (values - minimum) * scale.reciprocal();  // as group_quantize.cpp
   if (options.stochastic_rounding) {
     codes.add_(at::rand(codes.sizes(), options.generator, codes.options())).floor_();
   } else {
@@ -67,6 +128,7 @@ void pack_grouped(PackedTensor& packed, const torch::Tensor& tensor, const PackO
 }
 
 torch::Tensor unpack_grouped(const PackedTensor& packed) {
+  if (packed.dtype == at::kFloat && packed.data.device().is_cpu()) return unpack_grouped_cpu(packed);
   torch::Tensor codes = packed.data;
   if (packed.codec == Codec::Int4) {
     codes = torch::stack({codes.bitwise_and(15), codes.bitwise_right_shift(4)}, 2).view({codes.size(0), -1});

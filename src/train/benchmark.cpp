@@ -71,43 +71,6 @@ int64_t physical_memory_bytes() {
   return static_cast<int64_t>(pages) * page_size;
 }
 
-struct GradientComparison {
-  double cosine = 0;
-  double rel_l2 = 0;
-};
-
-// Over all parameters flattened into one vector, in double so that identical gradients
-// give exactly cosine 1 and relative error 0.
-GradientComparison compare_gradients(const std::vector<torch::Tensor>& grads,
-                                     const std::vector<torch::Tensor>& reference) {
-  if (grads.size() != reference.size()) {
-    throw RuntimeError("a planned step produced " + std::to_string(grads.size()) +
-                       " parameter gradients but store-all produced " + std::to_string(reference.size()));
-  }
-  double dot = 0, norm2 = 0, reference_norm2 = 0, diff_norm2 = 0;
-  for (size_t k = 0; k < grads.size(); ++k) {
-    const bool has = grads[k].defined(), has_reference = reference[k].defined();
-    if (!has && !has_reference) continue;
-    const torch::Tensor g =
-        has ? grads[k].to(torch::kFloat64) : torch::zeros_like(reference[k], torch::kFloat64);
-    const torch::Tensor r =
-        has_reference ? reference[k].to(torch::kFloat64) : torch::zeros_like(grads[k], torch::kFloat64);
-    dot += (g * r).sum().item<double>();
-    norm2 += (g * g).sum().item<double>();
-    reference_norm2 += (r * r).sum().item<double>();
-    diff_norm2 += (g - r).pow(2).sum().item<double>();
-  }
-  GradientComparison out;
-  if (norm2 == 0 || reference_norm2 == 0) {
-    out.cosine = norm2 == reference_norm2 ? 1.0 : 0.0;
-  } else {
-    out.cosine = std::clamp(dot / std::sqrt(norm2 * reference_norm2), -1.0, 1.0);
-  }
-  out.rel_l2 =
-      reference_norm2 > 0 ? std::sqrt(diff_norm2 / reference_norm2) : (diff_norm2 == 0 ? 0.0 : INFINITY);
-  return out;
-}
-
 // What the observer hook counts during one step: the forwards re-run, weighed with the profile.
 struct RecomputeTally {
   const ChainProfile* profile = nullptr;
@@ -161,7 +124,8 @@ Setup build_setup(const BenchOptions& options, int64_t batch_size, const Profile
   setup.state->reset(options.seed());  // gradients allocated before profiling, as fixed bytes
   ProfilerOptions with_model = profiler_options;
   with_model.model(model_description(options, setup.batch_size, setup.seq_len))
-      .optimizer_bytes(optimizer_state_bytes(options.optimizer(), *setup.model.chain));
+      .optimizer_bytes(optimizer_state_bytes(options.optimizer(), *setup.model.chain))
+      .codecs(options.codecs());
   setup.profile = profile_chain(*setup.model.chain, setup.batch, setup.model.loss, with_model);
   return setup;
 }
@@ -245,6 +209,18 @@ void report(const BenchOptions& options, const std::string& line) {
   if (options.progress()) options.progress()(line);
 }
 
+std::vector<std::string> planner_list(const BenchOptions& options) {
+  return options.planners().empty() ? planner_names() : options.planners();
+}
+
+// The codec lists `planner` is measured with: exact, then lossy when it uses codecs.
+std::vector<std::vector<Codec>> codec_variants(const BenchOptions& options, const std::string& planner) {
+  std::vector<std::vector<Codec>> variants = {{}};
+  if (!options.codecs().empty() && make_planner(planner)->supports_codecs())
+    variants.push_back(options.codecs());
+  return variants;
+}
+
 void validate(const BenchOptions& options) {
   if (options.model_name().empty())
     throw InvalidArgument("--model is required (see `memento models` for the names)");
@@ -291,19 +267,21 @@ void validate(const BenchOptions& options) {
     if (std::find(known.begin(), known.end(), name) == known.end())
       make_planner(name);  // throws, listing names
   }
+  if (!options.codecs().empty() && codec_planners_among(planner_list(options)).empty()) {
+    throw InvalidArgument("--codecs " + codec_list_name(options.codecs()) +
+                          ": none of --planners uses codecs; add one of " + codec_planner_names_text() +
+                          ", or drop --codecs");
+  }
   model_info(options.model_name());  // throws InvalidArgument listing the models
-}
-
-std::vector<std::string> planner_list(const BenchOptions& options) {
-  return options.planners().empty() ? planner_names() : options.planners();
 }
 
 // Plans with `name`; a planner whose factory or solver throws a logic_error (a placeholder,
 // an internal bug) gives an error string instead of ending the whole benchmark.
 std::optional<Plan> try_plan(const std::string& name, const ChainProfile& profile, int64_t budget_bytes,
-                             int memory_slots, std::string& error) {
+                             int memory_slots, const std::vector<Codec>& codecs, std::string& error) {
   try {
-    return make_planner(name)->plan(profile, PlannerOptions(budget_bytes).memory_slots(memory_slots));
+    return make_planner(name)->plan(profile,
+                                    PlannerOptions(budget_bytes).memory_slots(memory_slots).codecs(codecs));
   } catch (const InvalidArgument&) {
     throw;
   } catch (const std::exception& e) {
@@ -312,18 +290,45 @@ std::optional<Plan> try_plan(const std::string& name, const ChainProfile& profil
   }
 }
 
+// Plans `row` (planner, budget, codecs) and fills what planning tells; nothing when the
+// row cannot run (its status then says why).
+std::optional<Plan> plan_row(BenchRow& row, const ChainProfile& profile, int memory_slots) {
+  std::string error;
+  std::optional<Plan> plan =
+      try_plan(row.planner, profile, row.budget_bytes, memory_slots, row.codecs, error);
+  if (!plan) {
+    row.status = "error";
+    row.message = error;
+    return std::nullopt;
+  }
+  if (!plan->feasible) {
+    row.status = "infeasible";
+    row.min_feasible_budget_bytes = plan->min_feasible_budget_bytes;
+    row.message = "needs at least " + format_bytes(plan->min_feasible_budget_bytes) + " (" +
+                  std::to_string(plan->min_feasible_budget_bytes) + " B); raise the budget";
+    return std::nullopt;
+  }
+  row.min_feasible_budget_bytes = plan->min_feasible_budget_bytes;
+  row.predicted_peak_bytes = plan->predicted_peak_bytes;
+  row.predicted_step_s = plan->predicted_time_s;
+  row.codecs_used = codecs_used(plan->schedule);
+  row.lossy = !row.codecs_used.empty();
+  return plan;
+}
+
 // Every batch's profile is measured once and shared by the planners; one model is kept
 // built at a time (the one of the batch being measured).
 class MaxBatchSearch {
  public:
   explicit MaxBatchSearch(const BenchOptions& options) : options_(options) {}
 
-  MaxBatchResult run(const std::string& planner) {
+  MaxBatchResult run(const std::string& planner, const std::vector<Codec>& codecs) {
     MaxBatchResult result;
     result.planner = planner;
+    result.codecs = codecs;
     result.memory_cap_bytes = *options_.memory_cap_bytes();
     result.max_batch = search_max_batch(options_.max_batch_limit(), [&](int64_t batch) {
-      const MaxBatchPoint point = probe(planner, batch);
+      const MaxBatchPoint point = probe(planner, codecs, batch);
       result.points.push_back(point);
       return point.fits;
     });
@@ -334,11 +339,11 @@ class MaxBatchSearch {
   }
 
  private:
-  MaxBatchPoint probe(const std::string& planner, int64_t batch) {
+  MaxBatchPoint probe(const std::string& planner, const std::vector<Codec>& codecs, int64_t batch) {
     MaxBatchPoint point;
     point.batch = batch;
     const int64_t cap_bytes = *options_.memory_cap_bytes();
-    const std::string label = planner + " at batch " + std::to_string(batch);
+    const std::string label = planner + codecs_label(codecs, {}) + " at batch " + std::to_string(batch);
     if (const auto skip = too_large_to_profile(batch)) {
       point.note = *skip;
       report(options_, label + ": skipped, " + *skip);
@@ -358,7 +363,7 @@ class MaxBatchSearch {
     }
     std::string error;
     const std::optional<Plan> plan =
-        try_plan(planner, setup->profile, cap_bytes, options_.memory_slots(), error);
+        try_plan(planner, setup->profile, cap_bytes, options_.memory_slots(), codecs, error);
     if (!plan) {
       point.note = "planner error: " + error;
       return point;
@@ -499,7 +504,7 @@ BenchResult run_bench(const BenchOptions& options) {
     const int64_t store_all_budget_bytes = store_all_peak_bytes(profile);
     std::string error;
     const std::optional<Plan> store_all =
-        try_plan("store-all", profile, store_all_budget_bytes, options.memory_slots(), error);
+        try_plan("store-all", profile, store_all_budget_bytes, options.memory_slots(), {}, error);
     if (!store_all || !store_all->feasible) {
       throw RuntimeError("the store-all baseline of " + options.model_name() +
                          " could not be planned: " + error);
@@ -508,31 +513,18 @@ BenchResult run_bench(const BenchOptions& options) {
 
     std::vector<std::optional<size_t>> row_measurement;
     for (const std::string& planner : planners) {
+      const std::vector<std::vector<Codec>> variants = codec_variants(options, planner);
       for (const auto& [text, budget_bytes] : budgets) {
-        BenchRow row;
-        row.planner = planner;
-        row.budget = text;
-        row.budget_bytes = budget_bytes;
-        std::string plan_error;
-        const std::optional<Plan> plan =
-            try_plan(planner, profile, budget_bytes, options.memory_slots(), plan_error);
-        if (!plan) {
-          row.status = "error";
-          row.message = plan_error;
-          row_measurement.push_back(std::nullopt);
-        } else if (!plan->feasible) {
-          row.status = "infeasible";
-          row.min_feasible_budget_bytes = plan->min_feasible_budget_bytes;
-          row.message = "needs at least " + format_bytes(plan->min_feasible_budget_bytes) + " (" +
-                        std::to_string(plan->min_feasible_budget_bytes) + " B); raise the budget";
-          row_measurement.push_back(std::nullopt);
-        } else {
-          row.min_feasible_budget_bytes = plan->min_feasible_budget_bytes;
-          row.predicted_peak_bytes = plan->predicted_peak_bytes;
-          row.predicted_step_s = plan->predicted_time_s;
-          row_measurement.push_back(add_measurement(*plan));
+        for (const std::vector<Codec>& codecs : variants) {
+          BenchRow row;
+          row.planner = planner;
+          row.budget = text;
+          row.budget_bytes = budget_bytes;
+          row.codecs = codecs;
+          const std::optional<Plan> plan = plan_row(row, profile, options.memory_slots());
+          row_measurement.push_back(plan ? std::optional<size_t>(add_measurement(*plan)) : std::nullopt);
+          result.rows.push_back(row);
         }
-        result.rows.push_back(row);
       }
     }
 
@@ -594,7 +586,10 @@ BenchResult run_bench(const BenchOptions& options) {
     for (const std::string& planner : planners) {
       if (planner != "store-all") searched.push_back(planner);
     }
-    for (const std::string& planner : searched) result.max_batch.push_back(search.run(planner));
+    for (const std::string& planner : searched) {
+      for (const std::vector<Codec>& codecs : codec_variants(options, planner))
+        result.max_batch.push_back(search.run(planner, codecs));
+    }
   }
   return result;
 }
@@ -619,6 +614,9 @@ nlohmann::json bench_to_json(const BenchResult& result) {
     document["rows"].push_back({{"planner", row.planner},
                                 {"budget", row.budget},
                                 {"budget_bytes", row.budget_bytes},
+                                {"codecs", codec_list_name(row.codecs)},
+                                {"codecs_used", codec_list_name(row.codecs_used)},
+                                {"lossy", row.lossy},
                                 {"status", row.status},
                                 {"message", row.message},
                                 {"min_feasible_budget_bytes", row.min_feasible_budget_bytes},
@@ -648,6 +646,7 @@ nlohmann::json bench_to_json(const BenchResult& result) {
         points.push_back(entry);
       }
       document["max_batch"].push_back({{"planner", search.planner},
+                                       {"codecs", codec_list_name(search.codecs)},
                                        {"memory_cap_bytes", search.memory_cap_bytes},
                                        {"max_batch", search.max_batch},
                                        {"reached_limit", search.reached_limit},

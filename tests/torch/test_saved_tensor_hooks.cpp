@@ -1,6 +1,7 @@
 // The public saved-tensor hooks and the codec kernels, on their own, and the Executor's
 // lossy forward against its simulated peak.
 #include <gtest/gtest.h>
+#include <limits>
 
 #include <cmath>
 
@@ -228,6 +229,42 @@ TEST(Codecs, ErrorsStayWithinHalfAStep) {
   EXPECT_TRUE(torch::isfinite(unpack_tensor(pack_tensor(x * 1e6, Codec::FP16))).all().item<bool>());
   const torch::Tensor constant = torch::full({512}, 1.25);
   EXPECT_TRUE(torch::equal(unpack_tensor(pack_tensor(constant, Codec::Int4)), constant));
+}
+
+// The one-pass CPU kernel for float32 against the scheme written as tensor ops: the same
+// minimum, scale and codes, bit for bit, also for a partial last group and a non-contiguous input.
+TEST(Codecs, CpuKernelEqualsTheGroupSchemeBitForBit) {
+  testing::seed_all(5);
+  for (const torch::Tensor& x :
+       {torch::randn({3 * 4096 + 17}) * 4, torch::randn({300, 70}).t() + 2, torch::rand({1000}).pow(8)}) {
+    const int64_t numel = x.numel();
+    const int64_t groups = (numel + kCodecGroupValues - 1) / kCodecGroupValues;
+    const torch::Tensor flat = x.contiguous().view({-1});
+    const torch::Tensor padded =
+        torch::cat({flat, flat.slice(0, numel - 1).expand({groups * kCodecGroupValues - numel})})
+            .view({groups, -1});
+    const torch::Tensor lo = std::get<0>(padded.min(1, true));
+    const torch::Tensor hi = std::get<0>(padded.max(1, true));
+    for (Codec codec : {Codec::Int8, Codec::Int4}) {
+      const double levels = codec == Codec::Int8 ? 255 : 15;
+      const torch::Tensor scale = ((hi - lo) / levels).clamp_min(std::numeric_limits<float>::min());
+      torch::Tensor codes = ((padded - lo) * scale.reciprocal()).round().clamp(0, levels).to(torch::kByte);
+      if (codec == Codec::Int4) {
+        const torch::Tensor pairs = codes.view({groups, -1, 2});
+        codes = pairs.select(2, 0).bitwise_or(pairs.select(2, 1).bitwise_left_shift(4));
+      }
+      const PackedTensor packed = pack_tensor(x, codec);
+      ASSERT_EQ(packed.form, PackedTensor::Form::Grouped);
+      EXPECT_TRUE(torch::equal(packed.minimum, lo.view({groups}))) << codec_name(codec);
+      EXPECT_TRUE(torch::equal(packed.scale, scale.view({groups}))) << codec_name(codec);
+      EXPECT_TRUE(torch::equal(packed.data, codes.contiguous())) << codec_name(codec);
+      torch::Tensor decoded = codes;
+      if (codec == Codec::Int4)
+        decoded = torch::stack({codes.bitwise_and(15), codes.bitwise_right_shift(4)}, 2);
+      decoded = (decoded.reshape({groups, -1}).to(torch::kFloat) * scale + lo).view({-1}).slice(0, 0, numel);
+      EXPECT_TRUE(torch::equal(unpack_tensor(packed), decoded.view(x.sizes()))) << codec_name(codec);
+    }
+  }
 }
 
 TEST(Codecs, StochasticRoundingIsUnbiased) {

@@ -49,6 +49,11 @@ std::vector<Codec> parse_codec_list(const std::string& text);
 /// The inverse of parse_codec_list: "none" for an empty list.
 std::string codec_list_name(const std::vector<Codec>& codecs);
 
+/// How a result names its storage: " (lossy: int8)" when `used` is not empty, " (codecs
+/// bf16,int8 allowed)" when codecs were allowed but none used (an exact schedule, or none
+/// found), "" when none were allowed. Every result shown carries it beside the planner.
+std::string codecs_label(const std::vector<Codec>& allowed, const std::vector<Codec>& used);
+
 /// Whether a codec loses precision (every codec but `none`).
 inline bool is_lossy(Codec codec) {
   return codec != Codec::None;

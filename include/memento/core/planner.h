@@ -102,7 +102,7 @@ struct Plan {
 /// JSON form of a plan (docs/formats.md): planner, feasible, budget_bytes,
 /// predicted_peak_bytes, predicted_time_s, recompute_s, recompute_count, solve_time_s,
 /// min_feasible_budget_bytes, schedule, runtime_policy when not empty, codecs (the allowed
-/// list, "none" when exact) and lossy (whether the schedule packs any stage).
+/// list, "none" when exact), lossy (whether the schedule packs any stage) and codecs_used.
 nlohmann::json plan_to_json(const Plan& plan);
 
 /// Interface of every planner.
@@ -128,6 +128,11 @@ class Planner {
 
 /// The names of the planners whose supports_codecs() is true.
 std::vector<std::string> codec_planner_names();
+/// The same names as one line for messages: "store-all, optimal".
+std::string codec_planner_names_text();
+/// The planners among `names` whose supports_codecs() is true, in their order; throws
+/// InvalidArgument for an unknown name.
+std::vector<std::string> codec_planners_among(const std::vector<std::string>& names);
 
 /// Names of every registered planner, in a stable order.
 std::vector<std::string> planner_names();

@@ -102,6 +102,9 @@ std::string to_string(const Op& op);
 std::string to_string(const Schedule& schedule);
 /// Whether any op of the schedule is lossy (ForwardLossy): its gradients are approximate.
 bool is_lossy(const Schedule& schedule);
+/// The codecs the schedule's lossy forwards use, each once, in order of first use (empty
+/// for an exact schedule).
+std::vector<Codec> codecs_used(const Schedule& schedule);
 
 /// `[{"op": "forward_with_graph", "stage": 0}, {"op": "forward_lossy", "stage": 1, "codec":
 /// "int8"}, ..., {"op": "loss"}]`.

@@ -40,6 +40,7 @@ class ImageSet : public Dataset {
   const std::vector<std::string>& class_names() const { return class_names_; }
   const torch::Tensor& images() const { return images_; }  ///< [N, C, H, W] uint8
   const torch::Tensor& labels() const { return labels_; }  ///< [N] int64
+  const std::string& source() const { return source_; }    ///< where the images came from
 
  private:
   torch::Tensor images_;
@@ -100,6 +101,17 @@ ImageSet read_cifar10(const std::vector<std::string>& paths);
 /// cols, then pixels) and labels (idx1-ubyte: magic 0x00000801, count, then labels).
 /// Throws DataError naming the file and byte offset for a wrong magic number, a truncated
 /// header or body, a label above 9, or counts that disagree between the two files.
+/// Files ending in .gz are decompressed first.
 ImageSet read_mnist(const std::string& images_path, const std::string& labels_path);
+
+/// Reads the MNIST-format pair `SPLIT-images-idx3-ubyte` and `SPLIT-labels-idx1-ubyte`
+/// (each also found with .gz) from `dir`; `split` is "train" or "t10k". Debian's
+/// dataset-fashion-mnist installs them in /usr/share/datasets/fashion-mnist.
+ImageSet read_mnist_dir(const std::string& dir, const std::string& split);
+
+/// The set with `channels` channels (a one-channel set repeated) and `size` x `size`
+/// pixels, centred: padded with zeros or cropped. For zoo models that take 3-channel
+/// images: fit_images(read_mnist_dir(dir, "train"), 3, 32) pads 28x28 by 2 pixels a side.
+ImageSet fit_images(const ImageSet& set, int64_t channels, int64_t size);
 
 }  // namespace memento

@@ -14,6 +14,8 @@
 ///   auto grads_a = state.gradients();
 ///   state.reset(7);
 ///   executor.step(schedule_b, batch);  // same step, other schedule
+///   memento::GradientComparison diff = memento::compare_gradients(state.gradients(), grads_a);
+///   // diff.bitwise_equal for exact schedules; diff.cosine, diff.rel_l2 for lossy ones
 /// \endcode
 
 #include <cstdint>
@@ -63,5 +65,20 @@ class StepState {
   Chain& chain_;
   std::vector<torch::Tensor> buffers_;
 };
+
+/// How far one step's parameter gradients are from a reference step's, over all
+/// parameters flattened into one vector.
+struct GradientComparison {
+  bool bitwise_equal = false;  ///< same count, and every tensor's shape, type and bits equal
+  double max_abs_diff = 0;     ///< largest |g - g_ref| of any value (infinity on a shape mismatch)
+  double cosine = 0;           ///< cosine similarity (exactly 1 when identical; 1 when both are zero)
+  double rel_l2 = 0;           ///< ||g - g_ref|| / ||g_ref|| (exactly 0 when identical)
+};
+
+/// Compares `grads` with `reference` (as StepState::gradients() returns them; an undefined
+/// tensor counts as zeros), in double precision. Throws RuntimeError when the two lists
+/// differ in length.
+GradientComparison compare_gradients(const std::vector<torch::Tensor>& grads,
+                                     const std::vector<torch::Tensor>& reference);
 
 }  // namespace memento

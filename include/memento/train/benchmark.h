@@ -23,11 +23,13 @@
 ///   flops = sum of their `flops` (0 while the profile has no flops).
 /// - Gradients: all parameter gradients of the row's first step, flattened, against
 ///   those of store-all's first step: cosine similarity and ||g - g_ref|| / ||g_ref||.
+///   Exact rows give 1 and 0; lossy rows (BenchOptions::codecs) show their error there.
 ///
 /// Example:
 /// \code
 ///   memento::BenchOptions options("gpt-nano");
 ///   options.budgets({"30%", "50%", "70%"}).planners({"store-all", "optimal", "sqrt-n"}).steps(5);
+///   options.codecs({memento::Codec::BF16});  // optimal and store-all also get lossy rows
 ///   options.progress([](const std::string& line) { std::cerr << line << "\n"; });
 ///   memento::BenchResult result = memento::run_bench(options);
 ///   for (const memento::BenchRow& row : result.rows) { /* row.status, row.measured_peak_bytes */ }
@@ -43,6 +45,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "memento/core/codec.h"
 #include "memento/core/profile.h"
 
 namespace memento {
@@ -61,6 +64,14 @@ class BenchOptions {
   /// Planner names (see planner_names()); default: every registered planner.
   BenchOptions& planners(std::vector<std::string> names) {
     planners_ = std::move(names);
+    return *this;
+  }
+  /// Codecs for lossy storage (docs/lossy.md); default none: every row exact. With codecs,
+  /// the profile measures their costs, and every planner whose supports_codecs() is true
+  /// gets, beside each exact row, a row planned with these codecs, measured in the same
+  /// run; its gradients are compared with store-all's exact ones.
+  BenchOptions& codecs(std::vector<Codec> allowed) {
+    codecs_ = std::move(allowed);
     return *this;
   }
   /// Batch size; 0 (default) is the model's default.
@@ -129,6 +140,7 @@ class BenchOptions {
   const std::string& model_name() const { return model_name_; }
   const std::vector<std::string>& budgets() const { return budgets_; }
   const std::vector<std::string>& planners() const { return planners_; }
+  const std::vector<Codec>& codecs() const { return codecs_; }
   int64_t batch_size() const { return batch_size_; }
   int64_t seq_len() const { return seq_len_; }
   const std::string& granularity() const { return granularity_; }
@@ -146,6 +158,7 @@ class BenchOptions {
   std::string model_name_;
   std::vector<std::string> budgets_ = {"30%", "50%", "70%"};
   std::vector<std::string> planners_;
+  std::vector<Codec> codecs_;
   int64_t batch_size_ = 0;
   int64_t seq_len_ = 0;
   std::string granularity_ = "block";
@@ -165,8 +178,11 @@ struct BenchRow {
   std::string planner;
   std::string budget;  ///< as given ("50%", "1.5GiB")
   int64_t budget_bytes = 0;
-  std::string status;   ///< "ok", "infeasible", "over_budget" (measured > 1.05 x budget), "error"
-  std::string message;  ///< why, for every status but "ok"
+  std::vector<Codec> codecs;       ///< allowed to the planner (empty: an exact row)
+  std::vector<Codec> codecs_used;  ///< by the planned schedule (empty: exact gradients)
+  bool lossy = false;              ///< the schedule packs a stage: its gradients are approximate
+  std::string status;              ///< "ok", "infeasible", "over_budget" (measured > 1.05 x budget), "error"
+  std::string message;             ///< why, for every status but "ok"
   int64_t min_feasible_budget_bytes = 0;
   int64_t predicted_peak_bytes = 0;
   int64_t measured_peak_bytes = 0;  ///< largest over the measured steps, fixed bytes included
@@ -203,6 +219,7 @@ struct MaxBatchPoint {
 /// The largest batch one planner trains under the cap (0: not even batch 1).
 struct MaxBatchResult {
   std::string planner;
+  std::vector<Codec> codecs;  ///< allowed to the planner (empty: exact)
   int64_t memory_cap_bytes = 0;
   int64_t max_batch = 0;
   bool reached_limit = false;         ///< max_batch == the search limit: the true maximum may be larger
@@ -225,9 +242,9 @@ struct BenchResult {
 };
 
 /// Runs the benchmark. Throws InvalidArgument for an unknown model, planner, optimizer
-/// or granularity, a malformed budget, or steps < 1 / warmup < 0 / slots < 1 / a
-/// non-positive cap or limit (each message names the option to change). A planner that
-/// cannot meet a budget does not throw: its row says "infeasible".
+/// or granularity, a malformed budget, codecs none of the planners uses, or steps < 1 / warmup < 0 / slots <
+/// 1 / a non-positive cap or limit (each message names the option to change). A planner that cannot meet a
+/// budget does not throw: its row says "infeasible".
 BenchResult run_bench(const BenchOptions& options);
 
 /// Searches the largest n in [1, limit] with fits(n), assuming fits is monotone (true up
