@@ -25,7 +25,7 @@ run() {  # name, then memento train arguments
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$memento" train --format json --seed 1 --steps "$steps" "$@" \
     > "$out_dir/$name.json"
 }
-gpt=(--model gpt-mini --planner optimal --budget 40%)
+gpt=(--model gpt-mini --planner optimal --budget 45%)  # 40% is under the exact minimum at seq 64
 run gpt-generated-exact "${gpt[@]}"
 run gpt-generated-lossy "${gpt[@]}" --codecs bf16,int8
 run gpt-fortunes-exact "${gpt[@]}" --data "$text"
