@@ -176,9 +176,7 @@ void run_verify(const VerifyArgs& args) {
   std::vector<Row> rows;
   bool all_ok = true;
   for (const std::string& name : planners) {
-    std::vector<std::vector<Codec>> variants = {{}};
-    if (!codecs.empty() && make_planner(name)->supports_codecs()) variants.push_back(codecs);
-    for (const std::vector<Codec>& allowed : variants) {
+    for (const std::vector<Codec>& allowed : codec_variants(codecs, name)) {
       Row row;
       row.planner = name;
       row.codecs = allowed;

@@ -53,6 +53,12 @@ std::vector<std::string> codec_planners_among(const std::vector<std::string>& na
   return capable;
 }
 
+std::vector<std::vector<Codec>> codec_variants(const std::vector<Codec>& codecs, const std::string& planner) {
+  std::vector<std::vector<Codec>> variants = {{}};
+  if (!codecs.empty() && make_planner(planner)->supports_codecs()) variants.push_back(codecs);
+  return variants;
+}
+
 std::vector<std::string> codec_planner_names() {
   return codec_planners_among(planner_names());
 }

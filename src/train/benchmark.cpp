@@ -213,14 +213,6 @@ std::vector<std::string> planner_list(const BenchOptions& options) {
   return options.planners().empty() ? planner_names() : options.planners();
 }
 
-// The codec lists `planner` is measured with: exact, then lossy when it uses codecs.
-std::vector<std::vector<Codec>> codec_variants(const BenchOptions& options, const std::string& planner) {
-  std::vector<std::vector<Codec>> variants = {{}};
-  if (!options.codecs().empty() && make_planner(planner)->supports_codecs())
-    variants.push_back(options.codecs());
-  return variants;
-}
-
 void validate(const BenchOptions& options) {
   if (options.model_name().empty())
     throw InvalidArgument("--model is required (see `memento models` for the names)");
@@ -312,7 +304,6 @@ std::optional<Plan> plan_row(BenchRow& row, const ChainProfile& profile, int mem
   row.predicted_peak_bytes = plan->predicted_peak_bytes;
   row.predicted_step_s = plan->predicted_time_s;
   row.codecs_used = codecs_used(plan->schedule);
-  row.lossy = !row.codecs_used.empty();
   return plan;
 }
 
@@ -513,7 +504,7 @@ BenchResult run_bench(const BenchOptions& options) {
 
     std::vector<std::optional<size_t>> row_measurement;
     for (const std::string& planner : planners) {
-      const std::vector<std::vector<Codec>> variants = codec_variants(options, planner);
+      const std::vector<std::vector<Codec>> variants = codec_variants(options.codecs(), planner);
       for (const auto& [text, budget_bytes] : budgets) {
         for (const std::vector<Codec>& codecs : variants) {
           BenchRow row;
@@ -587,7 +578,7 @@ BenchResult run_bench(const BenchOptions& options) {
       if (planner != "store-all") searched.push_back(planner);
     }
     for (const std::string& planner : searched) {
-      for (const std::vector<Codec>& codecs : codec_variants(options, planner))
+      for (const std::vector<Codec>& codecs : codec_variants(options.codecs(), planner))
         result.max_batch.push_back(search.run(planner, codecs));
     }
   }
@@ -616,7 +607,7 @@ nlohmann::json bench_to_json(const BenchResult& result) {
                                 {"budget_bytes", row.budget_bytes},
                                 {"codecs", codec_list_name(row.codecs)},
                                 {"codecs_used", codec_list_name(row.codecs_used)},
-                                {"lossy", row.lossy},
+                                {"lossy", !row.codecs_used.empty()},
                                 {"status", row.status},
                                 {"message", row.message},
                                 {"min_feasible_budget_bytes", row.min_feasible_budget_bytes},

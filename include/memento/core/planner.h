@@ -133,6 +133,9 @@ std::string codec_planner_names_text();
 /// The planners among `names` whose supports_codecs() is true, in their order; throws
 /// InvalidArgument for an unknown name.
 std::vector<std::string> codec_planners_among(const std::vector<std::string>& names);
+/// The codec lists a side-by-side comparison plans `planner` with: exact ({}) first, then
+/// `codecs` when they are not empty and the planner uses them.
+std::vector<std::vector<Codec>> codec_variants(const std::vector<Codec>& codecs, const std::string& planner);
 
 /// Names of every registered planner, in a stable order.
 std::vector<std::string> planner_names();

@@ -179,8 +179,7 @@ struct BenchRow {
   std::string budget;  ///< as given ("50%", "1.5GiB")
   int64_t budget_bytes = 0;
   std::vector<Codec> codecs;       ///< allowed to the planner (empty: an exact row)
-  std::vector<Codec> codecs_used;  ///< by the planned schedule (empty: exact gradients)
-  bool lossy = false;              ///< the schedule packs a stage: its gradients are approximate
+  std::vector<Codec> codecs_used;  ///< by the planned schedule (not empty: lossy, approximate gradients)
   std::string status;              ///< "ok", "infeasible", "over_budget" (measured > 1.05 x budget), "error"
   std::string message;             ///< why, for every status but "ok"
   int64_t min_feasible_budget_bytes = 0;
