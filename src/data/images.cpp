@@ -265,8 +265,9 @@ std::string existing_idx_file(const std::string& dir, const std::string& name) {
 ImageSet read_mnist_dir(const std::string& dir, const std::string& split) {
   if (split != "train" && split != "t10k")
     throw InvalidArgument("read_mnist_dir: split must be train or t10k, got \"" + split + "\"");
-  return read_mnist(existing_idx_file(dir, split + "-images-idx3-ubyte"),
-                    existing_idx_file(dir, split + "-labels-idx1-ubyte"));
+  // Images first, so that a directory missing both names the images file.
+  const std::string images_path = existing_idx_file(dir, split + "-images-idx3-ubyte");
+  return read_mnist(images_path, existing_idx_file(dir, split + "-labels-idx1-ubyte"));
 }
 
 ImageSet fit_images(const ImageSet& set, int64_t channels, int64_t size) {

@@ -75,4 +75,48 @@ TEST(CliBench, TextTableHasOneLinePerRow) {
   EXPECT_NE(result.err.find("memento bench: "), std::string::npos) << "progress lines on stderr";
 }
 
+// With --codecs every codec-capable planner is measured exact and lossy side by side; lossy
+// rows say so in JSON and text, and carry their gradient error against store-all.
+TEST(CliBench, CodecsAddLossyRowsBesideExactOnes) {
+  const std::vector<std::string> args = {"bench",    "--model",    "mlp",
+                                         "--batch",  "256",        "--budgets",
+                                         "90%",      "--planners", "store-all,optimal,recompute-all",
+                                         "--codecs", "int8",       "--steps",
+                                         "1",        "--warmup",   "0",
+                                         "--quiet"};
+  std::vector<std::string> json_args = args;
+  for (const char* arg : {"--format", "json"}) json_args.push_back(arg);
+  const CommandResult result = run_memento(json_args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const nlohmann::json document = nlohmann::json::parse(result.out);
+  const nlohmann::json& rows = document.at("rows");
+  ASSERT_EQ(rows.size(), 5u) << "store-all and optimal twice, recompute-all once";
+  std::vector<std::string> labels;
+  for (const nlohmann::json& row : rows) {
+    labels.push_back(row.at("planner").get<std::string>() + "/" + row.at("codecs").get<std::string>());
+    EXPECT_EQ(row.at("lossy").get<bool>(), row.at("codecs_used") != "none") << labels.back();
+    if (row.at("status") != "ok") continue;
+    if (row.at("lossy").get<bool>()) {
+      EXPECT_GE(row.at("grad_cosine").get<double>(), 0.999) << labels.back();
+      EXPECT_GT(row.at("grad_rel_l2").get<double>(), 0.0) << labels.back();
+    } else {
+      EXPECT_EQ(row.at("grad_rel_l2"), 0.0) << labels.back();
+    }
+  }
+  EXPECT_EQ(labels, (std::vector<std::string>{"store-all/none", "store-all/int8", "optimal/none",
+                                              "optimal/int8", "recompute-all/none"}));
+  EXPECT_EQ(rows[0].at("status"), "infeasible") << "exact store-all does not fit 90%";
+  EXPECT_EQ(rows[1].at("status"), "ok");
+  EXPECT_EQ(rows[1].at("codecs_used"), "int8");
+
+  const CommandResult text = run_memento(args);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("store-all (lossy: int8)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("grad rel l2"), std::string::npos) << text.out;
+
+  expect_bad_input({"bench", "--model", "mlp", "--planners", "recompute-all,sqrt-n", "--codecs", "int8"},
+                   "--codecs");
+  expect_bad_input({"bench", "--model", "mlp", "--codecs", "int3"}, "--codecs");
+}
+
 }  // namespace

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cctype>
@@ -305,6 +307,62 @@ TEST(DataMnist, BadFilesNameFileAndOffset) {
   expect_data_error([&] { memento::read_mnist(images, labels); }, {labels, "byte offset 9", "label 10"});
   std::remove(images.c_str());
   std::remove(labels.c_str());
+}
+
+std::vector<uint8_t> gzipped(const std::vector<uint8_t>& bytes) {
+  z_stream stream{};
+  // 16 + MAX_WBITS: a gzip header, as Debian's dataset files have.
+  EXPECT_EQ(deflateInit2(&stream, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::vector<uint8_t> out(deflateBound(&stream, static_cast<uLong>(bytes.size())) + 32);
+  stream.next_in = const_cast<Bytef*>(bytes.data());
+  stream.avail_in = static_cast<uInt>(bytes.size());
+  stream.next_out = out.data();
+  stream.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
+  return out;
+}
+
+// Debian's dataset-fashion-mnist layout: SPLIT-{images-idx3,labels-idx1}-ubyte.gz in one directory.
+TEST(DataMnist, ReadsAGzippedDirectoryAndFitsItToThreeChannels) {
+  const std::string dir = temp_path("fashion");
+  ::mkdir(dir.c_str(), 0700);
+  std::vector<uint8_t> pixels(2 * 4 * 4);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i + 1);
+  write_file(dir + "/t10k-images-idx3-ubyte.gz", gzipped(idx(0x803, {2, 4, 4}, pixels)));
+  write_file(dir + "/t10k-labels-idx1-ubyte.gz", gzipped(idx(0x801, {2}, {4, 9})));
+  const memento::ImageSet set = memento::read_mnist_dir(dir, "t10k");
+  ASSERT_EQ(set.images().sizes(), (std::vector<int64_t>{2, 1, 4, 4}));
+  EXPECT_EQ(set.images()[1][0][3][3].item<uint8_t>(), 32);
+  EXPECT_EQ(set.labels()[1].item<int64_t>(), 9);
+  EXPECT_NE(set.source().find("t10k-images-idx3-ubyte.gz"), std::string::npos) << set.source();
+
+  // Padded by one pixel a side, the one channel repeated.
+  const memento::ImageSet padded = memento::fit_images(set, 3, 6);
+  ASSERT_EQ(padded.images().sizes(), (std::vector<int64_t>{2, 3, 6, 6}));
+  EXPECT_EQ(padded.images()[0][2][0][0].item<uint8_t>(), 0);
+  EXPECT_EQ(padded.images()[0][2][1][1].item<uint8_t>(), 1);
+  EXPECT_EQ(padded.images()[1][0][4][4].item<uint8_t>(), 32);
+  EXPECT_TRUE(padded.labels().equal(set.labels()));
+  // Cropped to the centre 2x2.
+  const memento::ImageSet cropped = memento::fit_images(set, 1, 2);
+  ASSERT_EQ(cropped.images().sizes(), (std::vector<int64_t>{2, 1, 2, 2}));
+  EXPECT_EQ(cropped.images()[0][0][0][0].item<uint8_t>(), 6);
+  EXPECT_THROW(memento::fit_images(padded, 1, 6), memento::InvalidArgument);
+
+  expect_data_error([&] { memento::read_mnist_dir(dir, "train"); }, {"train-images-idx3-ubyte", dir});
+  EXPECT_THROW(memento::read_mnist_dir(dir, "test"), memento::InvalidArgument);
+  const std::string labels_gz = dir + "/t10k-labels-idx1-ubyte.gz";
+  std::vector<uint8_t> truncated = gzipped(idx(0x801, {2}, {4, 9}));
+  truncated.resize(truncated.size() / 2);
+  write_file(labels_gz, truncated);
+  expect_data_error([&] { memento::read_mnist_dir(dir, "t10k"); }, {labels_gz, "truncated gzip"});
+  write_file(labels_gz, idx(0x801, {2}, {4, 9}));
+  expect_data_error([&] { memento::read_mnist_dir(dir, "t10k"); }, {labels_gz, "not a valid gzip"});
+  for (const char* name : {"/t10k-images-idx3-ubyte.gz", "/t10k-labels-idx1-ubyte.gz"})
+    std::remove((dir + name).c_str());
+  ::rmdir(dir.c_str());
 }
 
 }  // namespace
