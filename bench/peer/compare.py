@@ -12,6 +12,13 @@ For every model configuration:
 3. ratios: memento step time / PyTorch step time and memento peak / PyTorch peak, for
    store-all against no checkpointing and for optimal against each checkpoint_sequential.
 
+With ``--codecs LIST`` (default bf16,int8; ``none`` for exact rows only) every
+codec-capable planner is also measured lossy (saved tensors packed, gradient cosine against
+exact reported) at the same budgets, plus one budget below PyTorch's least: the fixed
+bytes plus half the activation bytes of ``checkpoint_sequential`` at its least memory. The
+memory-axis row then reports the least activation memory any memento row reached at no
+more than ``checkpoint_sequential(2)``'s step time.
+
 Both sides: one intra-op thread (OMP_NUM_THREADS=1, set_num_threads(1)), median of the
 timed steps after warm-up, whole-step peak bytes = tracker peak above the step's start +
 fixed bytes (parameters, gradients, AdamW state, batch). The two processes run one after
@@ -38,6 +45,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The figure the issue asks for: optimal's step at least 15% shorter than checkpoint_sequential's.
 TARGET_TIME_RATIO = 0.85
+# Lossy rows count only with a per-step gradient cosine of at least this against exact.
+MIN_GRAD_COSINE = 0.999
+# The memory-axis figure: at no more than checkpoint_sequential(2)'s step time, at most this
+# share of the activation bytes (peak minus fixed bytes) checkpoint_sequential needs at its least.
+TARGET_ACTIVATION_RATIO = 0.5
 
 # glibc malloc settings of --retain-freed-memory: blocks up to 32 MiB (glibc's largest
 # mmap threshold) from the heap, and the heap never trimmed.
@@ -94,6 +106,8 @@ def run_memento_side(config, args, env, budgets, memento_path):
                "--planners", args.planners, "--budgets", ",".join(f"{b}B" for b in budgets),
                "--warmup", str(args.warmup), "--threads", "1", "--optimizer", "adamw",
                "--format", "json", "--out", memento_path, "--steps", str(args.steps)]
+    if args.codecs != "none":
+        command += ["--codecs", args.codecs]
     if config["seq_len"]:
         command += ["--seq-len", str(config["seq_len"])]
     with open(os.devnull, "w") as devnull:  # the JSON goes to --out; progress stays on stderr
@@ -139,6 +153,8 @@ def compare_model(config, args, env):
             for row in pytorch["rows"]:
                 if row["segments"] and row["measured_peak_bytes"] not in budgets:
                     budgets.append(row["measured_peak_bytes"])
+            if args.codecs != "none" and budgets:
+                budgets.append(half_activation_budget(pytorch))
         else:
             # Peaks are exact and deterministic: a round that measured others ran something else.
             peaks = [row["measured_peak_bytes"] for row in pytorch["rows"] if row["segments"]]
@@ -153,7 +169,7 @@ def compare_model(config, args, env):
 
     pytorch = merge_rounds(pytorch_rounds, lambda d: d["rows"], lambda r: r["label"])
     memento = merge_rounds(memento_rounds, lambda d: [d["store_all"]] + d["rows"],
-                           lambda r: (r.get("planner", "store-all"), r.get("budget")))
+                           lambda r: (r.get("planner", "store-all"), r.get("budget"), r.get("codecs", "none")))
     fixed_memento = memento["profile"]["fixed_bytes"]
     return {
         "model": config["model"], "batch": config["batch"], "seq_len": pytorch["seq_len"] or None,
@@ -172,9 +188,70 @@ def compare_model(config, args, env):
     }
 
 
+def half_activation_budget(pytorch):
+    """Fixed bytes plus half the activation bytes of checkpoint_sequential at its least peak."""
+    least = min(row["measured_peak_bytes"] for row in pytorch["rows"] if row["segments"])
+    fixed = pytorch["fixed_bytes"]
+    return fixed + (least - fixed) // 2
+
+
+def memento_label(row):
+    """The planner, labelled lossy with the codecs its plan packs with (as `memento bench` does)."""
+    if row.get("lossy"):
+        return f"{row['planner']} (lossy: {row['codecs_used']})"
+    if row.get("codecs", "none") != "none":
+        return f"{row['planner']} (codecs {row['codecs']} allowed)"
+    return row["planner"]
+
+
+def usable(row):
+    """A row that ran within its budget with gradients close enough to count."""
+    return row["status"] == "ok" and (not row.get("lossy") or row["grad_cosine"] >= MIN_GRAD_COSINE)
+
+
+def memory_axis_comparison(pytorch, memento):
+    """The least activation memory (measured peak minus fixed bytes) any memento row reached
+    at no more than checkpoint_sequential(2)'s step time, against checkpoint_sequential's
+    activation memory at its least."""
+    two = next((r for r in pytorch["rows"] if r["segments"] == 2), None)
+    least = min((r for r in pytorch["rows"] if r["segments"]), key=lambda r: r["measured_peak_bytes"], default=None)
+    if two is None or least is None:
+        return None
+    fixed = memento["profile"]["fixed_bytes"]
+    pytorch_activation = least["measured_peak_bytes"] - pytorch["fixed_bytes"]
+    candidates = [r for r in memento["rows"] if usable(r) and r["step_s"] <= two["step_s"]]
+    # The rows planned below PyTorch's least peak (the half-activation budget), whatever their time.
+    below = [{"memento": memento_label(r), "status": r["status"], "budget_bytes": r["budget_bytes"],
+              "step_s": r.get("step_s"), "message": r.get("message", ""),
+              "activation_bytes": r["measured_peak_bytes"] - fixed if r["status"] in ("ok", "over_budget") else None,
+              "grad_cosine": r.get("grad_cosine")}
+             for r in memento["rows"] if r["budget_bytes"] < least["measured_peak_bytes"]]
+    entry = {"kind": "memory_axis", "pytorch": f"{least['label']} activations, at <= {two['label']} time",
+             "pytorch_step_s": two["step_s"], "pytorch_activation_bytes": pytorch_activation,
+             "target_activation_ratio": TARGET_ACTIVATION_RATIO, "below_pytorch_least": below}
+    # The bound: no memento plan runs below its planner's least feasible budget, whatever its time.
+    minimums = [r["min_feasible_budget_bytes"] for r in memento["rows"] if r.get("min_feasible_budget_bytes")]
+    if minimums:
+        entry["memento_least_activation_bytes"] = min(minimums) - fixed
+        entry["bound_activation_ratio"] = entry["memento_least_activation_bytes"] / pytorch_activation
+    if not candidates:
+        entry.update({"memento": "-", "memento_status": "none",
+                      "message": f"no memento row ran within {two['label']}'s step time", "meets_figure": False})
+        return entry
+    best = min(candidates, key=lambda r: r["measured_peak_bytes"])
+    activation = best["measured_peak_bytes"] - fixed
+    entry.update({"memento": memento_label(best), "memento_status": best["status"], "budget_bytes": best["budget_bytes"],
+                  "memento_step_s": best["step_s"], "memento_activation_bytes": activation,
+                  "memento_grad_cosine": best["grad_cosine"], "activation_ratio": activation / pytorch_activation,
+                  "time_ratio": best["step_s"] / two["step_s"],
+                  "meets_figure": activation <= TARGET_ACTIVATION_RATIO * pytorch_activation})
+    return entry
+
+
 def build_comparisons(pytorch, memento, planners):
-    """The rows of the table: memento store-all against no checkpointing, and each memento
-    planner at budget P against the checkpoint_sequential run that measured P."""
+    """The rows of the table: memento store-all against no checkpointing, each memento
+    planner (exact, and lossy where it ran with codecs) at budget P against the
+    checkpoint_sequential run that measured P, and the memory-axis row."""
     comparisons = []
     none = next((r for r in pytorch["rows"] if r["segments"] == 0), None)
     if none is not None:
@@ -190,13 +267,20 @@ def build_comparisons(pytorch, memento, planners):
             # The issue's figure for store-all: no slower than PyTorch without checkpointing.
             "meets_figure": store_all["step_s"] <= none["step_s"],
         })
-    for planner in [p for p in planners.split(",") if p != "store-all"]:
+    variants = list(dict.fromkeys((r["planner"], r.get("codecs", "none")) for r in memento["rows"]))
+    for planner, codecs in variants:
+        if planner not in planners.split(",") or (planner == "store-all" and codecs == "none"):
+            continue  # exact store-all is compared with no checkpointing above
         for row in pytorch["rows"]:
             if not row["segments"]:
                 continue
             budget = row["measured_peak_bytes"]
-            match = next((r for r in memento["rows"] if r["planner"] == planner and r["budget"] == f"{budget}B"), None)
-            entry = {"memento": planner, "pytorch": row["label"], "budget_bytes": budget,
+            match = next((r for r in memento["rows"] if r["planner"] == planner and r["budget"] == f"{budget}B"
+                          and r.get("codecs", "none") == codecs), None)
+            if match is None and planner == "store-all":
+                continue
+            entry = {"memento": memento_label(match) if match else planner, "planner": planner, "codecs": codecs,
+                     "pytorch": row["label"], "budget_bytes": budget,
                      "pytorch_step_s": row["step_s"], "pytorch_peak_bytes": budget}
             if match is None or match["status"] not in ("ok", "over_budget"):
                 entry.update({"memento_status": match["status"] if match else "missing",
@@ -209,6 +293,8 @@ def build_comparisons(pytorch, memento, planners):
                 "memento_step_s": match["step_s"], "memento_peak_bytes": match["measured_peak_bytes"],
                 "memento_predicted_peak_bytes": match["predicted_peak_bytes"],
                 "memento_recompute_ratio": match.get("recompute_ratio"),
+                "memento_lossy": bool(match.get("lossy")),
+                "memento_grad_cosine": match.get("grad_cosine"),
                 "memento_grad_rel_l2": match.get("grad_rel_l2"),
                 "time_ratio": match["step_s"] / row["step_s"],
                 "peak_ratio": match["measured_peak_bytes"] / budget,
@@ -230,9 +316,14 @@ def build_comparisons(pytorch, memento, planners):
                 entry["memento_overhead"] = match["step_s"] / memento["store_all"]["step_s"]
                 entry["pytorch_overhead"] = row["step_s"] / none["step_s"]
                 entry["overhead_ratio"] = entry["memento_overhead"] / entry["pytorch_overhead"]
-            entry["meets_figure"] = (planner != "optimal" or
-                                     (entry["peak_within"] and entry["time_ratio"] <= TARGET_TIME_RATIO))
+            # The figure is optimal's (exact or lossy); other planners' rows are for reference.
+            entry["meets_figure"] = (None if planner != "optimal" else
+                                     entry["peak_within"] and entry["time_ratio"] <= TARGET_TIME_RATIO
+                                     and usable(match))
             comparisons.append(entry)
+    memory_axis = memory_axis_comparison(pytorch, memento)
+    if memory_axis is not None:
+        comparisons.append(memory_axis)
     return comparisons
 
 
@@ -242,21 +333,27 @@ def print_table(result):
           + f", {result['stages']} stages; fixed bytes {mib(result['fixed_bytes']['pytorch'])} MiB (PyTorch) / "
           + f"{mib(result['fixed_bytes']['memento'])} MiB (memento)"
           + ("" if result["fixed_bytes"]["equal"] else "  ** fixed bytes differ: the models do not match **"))
-    header = (f"{'memento':10s} {'PyTorch':32s} {'torch s':>8s} {'memento s':>9s} {'time':>6s} "
+    header = (f"{'memento':36s} {'PyTorch':32s} {'torch s':>8s} {'memento s':>9s} {'time':>6s} "
               f"{'torch MiB':>10s} {'memento MiB':>11s} {'peak':>6s} {'ovh':>6s} {'pred':>6s}  figure")
     print(header)
     print("-" * len(header))
+    memory_axis = None
     for c in result["comparisons"]:
+        if c.get("kind") == "memory_axis":
+            memory_axis = c
+            continue
         if "time_ratio" not in c:
-            print(f"{c['memento']:10s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {'-':>9s} {'-':>6s} "
+            print(f"{c['memento']:36s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {'-':>9s} {'-':>6s} "
                   f"{mib(c['pytorch_peak_bytes']):>10s} {'-':>11s} {'-':>6s}  {c['memento_status']}: {c['message']}")
             continue
-        verdict = "yes" if c["meets_figure"] else "NO"
-        print(f"{c['memento']:10s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {c['memento_step_s']:9.3f} "
+        verdict = "-" if c["meets_figure"] is None else "yes" if c["meets_figure"] else "NO"
+        print(f"{c['memento']:36s} {c['pytorch']:32s} {c['pytorch_step_s']:8.3f} {c['memento_step_s']:9.3f} "
               f"{c['time_ratio']:6.3f} {mib(c['pytorch_peak_bytes']):>10s} {mib(c['memento_peak_bytes']):>11s} "
               f"{c['peak_ratio']:6.3f} {format(c['overhead_ratio'], '6.3f') if 'overhead_ratio' in c else '-':>6s} "
               f"{format(c['predicted_time_ratio'], '6.3f') if 'predicted_time_ratio' in c else '-':>6s}  "
-              f"{verdict}")
+              f"{verdict}" + (f"  (grad cosine {c['memento_grad_cosine']:.6f})" if c.get("memento_lossy") else ""))
+    if memory_axis is not None:
+        print_memory_axis(memory_axis)
     load = result["load_average"]
     print(f"(time = memento step / PyTorch step, peak = memento peak / PyTorch peak, ovh = (optimal / store-all) / "
           f"(checkpoint_sequential / none), each side against its own baseline, pred = the time ratio predicted from "
@@ -265,6 +362,30 @@ def print_table(result):
           f"{result.get('rounds', 1)} round(s): times are medians over the rounds. 1-minute load average "
           f"{' / '.join(f'{l[0]:.1f}' for l in load.get('all', [load['before'], load['between'], load['after']]))} "
           f"before and after each side on {os.cpu_count()} cores)")
+
+
+def print_memory_axis(c):
+    for row in c.get("below_pytorch_least", []):
+        if row["activation_bytes"] is None:
+            print(f"{row['memento']:36s} below PyTorch's least: {mib(row['budget_bytes'])} MiB budget, "
+                  f"{row['status']}: {row['message']}")
+        else:
+            print(f"{row['memento']:36s} below PyTorch's least: {mib(row['budget_bytes'])} MiB budget, "
+                  f"{row['step_s']:.3f} s, activations {mib(row['activation_bytes'])} MiB"
+                  + (f", grad cosine {row['grad_cosine']:.6f}" if "lossy" in row["memento"] else ""))
+    if "bound_activation_ratio" in c:
+        print(f"memory axis bound: no memento plan fits below {mib(c['memento_least_activation_bytes'])} MiB of "
+              f"activations (the least feasible budget of any planner, lossy included): "
+              f"{c['bound_activation_ratio']:.3f} of PyTorch's least at any speed")
+    if "activation_ratio" not in c:
+        print(f"memory axis: {c['message']}")
+        return
+    print(f"memory axis: at <= {c['pytorch_step_s']:.3f} s ({c['pytorch'].split(' at <= ')[1]}), memento's least "
+          f"activation memory is {mib(c['memento_activation_bytes'])} MiB ({c['memento']}, {c['memento_step_s']:.3f} s"
+          + (f", grad cosine {c['memento_grad_cosine']:.6f}" if "lossy" in c["memento"] else "")
+          + f") against {mib(c['pytorch_activation_bytes'])} MiB for {c['pytorch'].split(' activations')[0]}: "
+          f"{c['activation_ratio']:.3f} (figure <= {c['target_activation_ratio']}: "
+          f"{'yes' if c['meets_figure'] else 'NO'})")
 
 
 def main():
@@ -277,6 +398,10 @@ def main():
                         f"(default {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--segments", default="0,2,4,all", help="PyTorch side: segment counts (0 = none)")
     parser.add_argument("--planners", default="store-all,optimal", help="memento side: planners")
+    parser.add_argument("--codecs", default="bf16,int8",
+                        help="memento side: codecs the codec-capable planners may also use (lossy rows beside the "
+                             "exact ones, plus a budget of half checkpoint_sequential's least activations); none: "
+                             "exact rows only")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method on each side (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method on each side")
     parser.add_argument("--rounds", type=int, default=2,
