@@ -191,8 +191,8 @@ void add_bench_command(CLI::App& app) {
       command
           ->add_option(
               "--budgets", args->budgets_text,
-              "comma-separated budgets for the whole step: shares of the store-all peak (30%) or sizes "
-              "(1.5GiB)")
+              "comma-separated budgets for the whole step: shares of the store-all peak (30%), sizes "
+              "(1.5GiB), or min: each planner at its own least feasible budget")
           ->capture_default_str();
   command->add_option("--planners", args->planners_text, "all, or a comma-separated list of planners")
       ->capture_default_str();

@@ -14,10 +14,11 @@ For every model configuration:
 
 With ``--codecs LIST`` (default bf16,int8; ``none`` for exact rows only) every
 codec-capable planner is also measured lossy (saved tensors packed, gradient cosine against
-exact reported) at the same budgets, plus one budget below PyTorch's least: the fixed
-bytes plus half the activation bytes of ``checkpoint_sequential`` at its least memory. The
-memory-axis row then reports the least activation memory any memento row reached at no
-more than ``checkpoint_sequential(2)``'s step time.
+exact reported) at the same budgets, plus two below PyTorch's least: the fixed bytes plus
+half the activation bytes of ``checkpoint_sequential`` at its least memory, and each
+planner's own least feasible budget (``memento bench --budgets min``). The memory-axis row
+then reports the least activation memory any memento row reached at no more than
+``checkpoint_sequential(2)``'s step time.
 
 Both sides: one intra-op thread (OMP_NUM_THREADS=1, set_num_threads(1)), median of the
 timed steps after warm-up, whole-step peak bytes = tracker peak above the step's start +
@@ -103,7 +104,9 @@ def run_pytorch_side(config, args, env, torch_path):
 
 def run_memento_side(config, args, env, budgets, memento_path):
     command = [args.memento, "bench", "--model", config["model"], "--batch", str(config["batch"]),
-               "--planners", args.planners, "--budgets", ",".join(f"{b}B" for b in budgets),
+               "--planners", args.planners,
+               # min: each planner and codec variant also at its own least feasible budget
+               "--budgets", ",".join([f"{b}B" for b in budgets] + (["min"] if args.codecs != "none" else [])),
                "--warmup", str(args.warmup), "--threads", "1", "--optimizer", "adamw",
                "--format", "json", "--out", memento_path, "--steps", str(args.steps)]
     if args.codecs != "none":

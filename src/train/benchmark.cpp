@@ -31,6 +31,9 @@ namespace memento {
 
 namespace {
 
+// The budget text that puts each planner at its own least feasible budget.
+constexpr const char* kLeastBudget = "min";
+
 // A row whose measured peak exceeds its budget by more than this share is "over_budget".
 constexpr double kBudgetTolerance = 0.05;
 // The max-batch search does not profile a batch whose store-all step, extrapolated from a
@@ -248,6 +251,7 @@ void validate(const BenchOptions& options) {
   stand_in.stages.resize(1);
   stand_in.stages[0].input_bytes = stand_in.stages[0].output_bytes = stand_in.stages[0].saved_bytes = 1;
   for (const std::string& text : options.budgets()) {
+    if (text == kLeastBudget) continue;
     try {
       parse_budget(text, stand_in);
     } catch (const InvalidArgument& e) {
@@ -280,6 +284,26 @@ std::optional<Plan> try_plan(const std::string& name, const ChainProfile& profil
     error = e.what();
     return std::nullopt;
   }
+}
+
+// The least budget `planner` succeeds at with `codecs`; the store-all peak itself when
+// planning fails, so that the row then says why. A discretizing planner's minimum is
+// rounded to its memory slots, which scale with the budget, so it is asked again at the
+// minimum it reported until that no longer shrinks (a few rounds).
+int64_t least_budget_bytes(const std::string& planner, const ChainProfile& profile, int memory_slots,
+                           const std::vector<Codec>& codecs) {
+  std::string error;
+  int64_t budget_bytes = store_all_peak_bytes(profile);
+  for (int round = 0; round < 4; ++round) {
+    const std::optional<Plan> plan = try_plan(planner, profile, budget_bytes, memory_slots, codecs, error);
+    if (!plan || !plan->feasible) break;  // keep the last budget that planned
+    const int64_t least_bytes = plan->min_feasible_budget_bytes;
+    if (least_bytes <= 0 || least_bytes >= budget_bytes) break;
+    const std::optional<Plan> at_least = try_plan(planner, profile, least_bytes, memory_slots, codecs, error);
+    if (!at_least || !at_least->feasible) break;
+    budget_bytes = least_bytes;
+  }
+  return budget_bytes;
 }
 
 // Plans `row` (planner, budget, codecs) and fills what planning tells; nothing when the
@@ -470,6 +494,10 @@ BenchResult run_bench(const BenchOptions& options) {
 
     std::vector<std::pair<std::string, int64_t>> budgets;
     for (const std::string& text : options.budgets()) {
+      if (text == kLeastBudget) {
+        budgets.emplace_back(text, 0);  // resolved per planner and codec variant
+        continue;
+      }
       try {
         budgets.emplace_back(text, parse_budget(text, profile));
       } catch (const InvalidArgument& e) {
@@ -510,7 +538,9 @@ BenchResult run_bench(const BenchOptions& options) {
           BenchRow row;
           row.planner = planner;
           row.budget = text;
-          row.budget_bytes = budget_bytes;
+          row.budget_bytes = text == kLeastBudget
+                                 ? least_budget_bytes(planner, profile, options.memory_slots(), codecs)
+                                 : budget_bytes;
           row.codecs = codecs;
           const std::optional<Plan> plan = plan_row(row, profile, options.memory_slots());
           row_measurement.push_back(plan ? std::optional<size_t>(add_measurement(*plan)) : std::nullopt);

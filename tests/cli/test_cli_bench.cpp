@@ -119,4 +119,30 @@ TEST(CliBench, CodecsAddLossyRowsBesideExactOnes) {
   expect_bad_input({"bench", "--model", "mlp", "--codecs", "int3"}, "--codecs");
 }
 
+// --budgets min: every planner and codec variant at its own least feasible budget, and it runs there.
+TEST(CliBench, MinBudgetIsEachPlannersLeastFeasibleBudget) {
+  const CommandResult result =
+      run_memento({"bench", "--model", "mlp", "--batch", "256", "--budgets", "min,90%", "--planners",
+                   "recompute-all,optimal", "--codecs", "int8", "--steps", "1", "--warmup", "0", "--quiet",
+                   "--format", "json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const nlohmann::json document = nlohmann::json::parse(result.out);
+  int least_rows = 0;
+  for (const nlohmann::json& row : document.at("rows")) {
+    if (row.at("budget") != "min") continue;
+    ++least_rows;
+    const std::string label =
+        row.at("planner").get<std::string>() + "/" + row.at("codecs").get<std::string>();
+    EXPECT_EQ(row.at("status"), "ok") << label << ": " << row.at("message");
+    // A discretizing planner's minimum depends a little on the budget it plans at.
+    EXPECT_LE(row.at("budget_bytes").get<double>(), row.at("min_feasible_budget_bytes").get<double>() * 1.03)
+        << label;
+    EXPECT_LE(row.at("predicted_peak_bytes").get<int64_t>(), row.at("budget_bytes").get<int64_t>()) << label;
+    EXPECT_LT(row.at("budget_bytes").get<int64_t>(),
+              document.at("store_all").at("measured_peak_bytes").get<int64_t>())
+        << label;
+  }
+  EXPECT_EQ(least_rows, 3) << "recompute-all, optimal exact and optimal lossy";
+}
+
 }  // namespace

@@ -55,8 +55,10 @@ class BenchOptions {
  public:
   explicit BenchOptions(std::string model_name) : model_name_(std::move(model_name)) {}
 
-  /// Budgets of the rows, as users write them ("30%", "1.5GiB"); empty: no rows (only
-  /// the store-all baseline and, when set, the max-batch search). Default 30%, 50%, 70%.
+  /// Budgets of the rows, as users write them ("30%", "1.5GiB"), or "min": each planner
+  /// (and codec variant) at its own least feasible budget, the least memory it can train
+  /// in. Empty: no rows (only the store-all baseline and, when set, the max-batch search).
+  /// Default 30%, 50%, 70%.
   BenchOptions& budgets(std::vector<std::string> texts) {
     budgets_ = std::move(texts);
     return *this;
