@@ -242,6 +242,12 @@ bool Executor::graph_alive(int stage) const {
   return stage >= 0 && stage < s.length && s.graphs[stage].has_value();
 }
 
+const TensorList* Executor::activation_gradient(int activation) const {
+  const State& s = state();
+  if (activation < 1 || activation > s.length || !s.gradients[activation]) return nullptr;
+  return &*s.gradients[activation];
+}
+
 int64_t Executor::activation_bytes(int activation) const {
   if (!available(activation)) return 0;
   return distinct_storage_bytes(state().activation(activation));

@@ -128,6 +128,11 @@ class Executor {
   bool graph_alive(int stage) const;     ///< the autograd graph of stage i is alive
   /// Bytes of the distinct storages of a_i (0 when not available).
   int64_t activation_bytes(int activation) const;
+  /// The gradient d_i of activation a_i, 1 <= i <= L, while it exists: from the op that
+  /// produces it (Loss for d_L, Backward(i) for d_i) until Backward(i-1) consumes it;
+  /// nullptr otherwise. A before_op hook of Backward(i) sees d_{i+1}, the gradient of
+  /// stage i's output (what GradientProxyRecorder measures).
+  const TensorList* activation_gradient(int activation) const;
   /// Drops the stored copy of a_i (1 <= i <= L). Throws ScheduleError when graph i is
   /// alive (its Backward needs a_i) or a_i is not stored.
   void evict(int activation);
