@@ -294,14 +294,14 @@ int64_t least_budget_bytes(const std::string& planner, const ChainProfile& profi
                            const std::vector<Codec>& codecs) {
   std::string error;
   int64_t budget_bytes = store_all_peak_bytes(profile);
-  for (int round = 0; round < 4; ++round) {
-    const std::optional<Plan> plan = try_plan(planner, profile, budget_bytes, memory_slots, codecs, error);
-    if (!plan || !plan->feasible) break;  // keep the last budget that planned
+  std::optional<Plan> plan = try_plan(planner, profile, budget_bytes, memory_slots, codecs, error);
+  for (int round = 0; round < 4 && plan && plan->feasible; ++round) {
     const int64_t least_bytes = plan->min_feasible_budget_bytes;
     if (least_bytes <= 0 || least_bytes >= budget_bytes) break;
-    const std::optional<Plan> at_least = try_plan(planner, profile, least_bytes, memory_slots, codecs, error);
-    if (!at_least || !at_least->feasible) break;
+    std::optional<Plan> at_least = try_plan(planner, profile, least_bytes, memory_slots, codecs, error);
+    if (!at_least || !at_least->feasible) break;  // keep the last budget that planned
     budget_bytes = least_bytes;
+    plan = std::move(at_least);
   }
   return budget_bytes;
 }
