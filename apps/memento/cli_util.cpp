@@ -159,6 +159,92 @@ CLI::Option* add_codecs_option(CLI::App* command, std::string& codecs_text, cons
                                  what);
 }
 
+void add_gac_options(CLI::App* command, GacArguments& args) {
+  auto add = [&](const std::string& name, auto& value, const std::string& help) {
+    args.options.push_back(command->add_option(name, value, help)->capture_default_str());
+  };
+  add("--gac-mode", args.mode,
+      "gac: exact (recompute low-impact stages), lossy (pack them, needs --codecs) or freeze (stop training "
+      "a "
+      "prefix whose gradients stay below --gac-theta-min)");
+  add("--gac-proxy", args.proxy, "gac: gradient proxy: mag (mean |grad|), frobenius or trace");
+  add("--gac-threshold", args.threshold,
+      "gac: ema (per stage, against its own EMA), norm-median (EMA of squared norms against alpha x median) "
+      "or "
+      "kind (the median per layer kind)");
+  add("--gac-alpha", args.alpha,
+      "gac: ema weight in (0, 1] (default 0.8) or median multiplier in [0.5, 2] "
+      "(default 1); negative: the threshold's default");
+  add("--gac-beta", args.beta, "gac: EMA weight of the squared norms, in [0.9, 0.99]");
+  add("--gac-temporal-beta", args.temporal_beta,
+      "gac: thresholds scale by 1 + beta x (relative validation improvement) / T; 0 disables");
+  add("--gac-temperature", args.temperature, "gac: T of the temporal adaptation, > 0");
+  add("--gac-theta-min", args.theta_min,
+      "gac: floor of every threshold, a share of the largest proxy in (0, 1)");
+  add("--gac-every", args.every, "gac: measure proxies and re-decide every N steps");
+  add("--gac-freeze-after", args.freeze_after,
+      "gac freeze: observations below --gac-theta-min before freezing");
+  add("--gac-spare", args.spare,
+      "gac: what memory under the budget is used for: store (keep the most important recomputed or packed "
+      "stages that still fit) or none (leave it free)");
+}
+
+GacOptions read_gac_options(const GacArguments& args, const std::string& planner,
+                            const std::vector<Codec>& codecs) {
+  if (planner != "gac") {
+    for (const CLI::Option* option : args.options) {
+      if (option->count() > 0) {
+        throw InvalidArgument(option->get_name() +
+                              " applies to --planner gac only; drop it or pass --planner gac");
+      }
+    }
+  }
+  auto named = [](const std::string& option, auto parse) {
+    try {
+      return parse();
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(option + ": " + e.what());
+    }
+  };
+  GacOptions options;
+  options.mode = named("--gac-mode", [&] { return gac_mode_from_name(args.mode); });
+  options.proxy = named("--gac-proxy", [&] { return gac_proxy_from_name(args.proxy); });
+  options.threshold = named("--gac-threshold", [&] { return gac_threshold_from_name(args.threshold); });
+  options.alpha = args.alpha;
+  options.beta = args.beta;
+  options.temporal_beta = args.temporal_beta;
+  options.temperature = args.temperature;
+  options.theta_min = args.theta_min;
+  if (args.every < 1 || args.every > 1000000000)
+    throw InvalidArgument("--gac-every must be at least 1, got " + std::to_string(args.every));
+  if (args.freeze_after < 1 || args.freeze_after > 1000000000) {
+    throw InvalidArgument("--gac-freeze-after must be at least 1, got " + std::to_string(args.freeze_after));
+  }
+  options.every_steps = static_cast<int>(args.every);
+  options.freeze_after = static_cast<int>(args.freeze_after);
+  if (args.spare != "store" && args.spare != "none") {
+    throw InvalidArgument("--gac-spare must be store or none, got \"" + args.spare + "\"");
+  }
+  options.fill_spare_memory = args.spare == "store";
+  options.validate([](const std::string& field) {
+    std::string name = field == "every_steps" ? "every" : field;
+    std::replace(name.begin(), name.end(), '_', '-');
+    return "--gac-" + name;
+  });
+  if (planner == "gac") {
+    const bool lossy = !codecs.empty();
+    if (options.mode == GacMode::Lossy && !lossy) {
+      throw InvalidArgument(
+          "--gac-mode lossy packs low-impact stages and needs --codecs (e.g. bf16,int8,int4)");
+    }
+    if (options.mode != GacMode::Lossy && lossy) {
+      throw InvalidArgument(std::string("--gac-mode ") + gac_mode_name(options.mode) +
+                            " stores nothing packed; drop --codecs or pass --gac-mode lossy");
+    }
+  }
+  return options;
+}
+
 int64_t require_at_least(int64_t value, int64_t minimum, const std::string& option) {
   if (value < minimum) {
     throw InvalidArgument(option + " must be at least " + std::to_string(minimum) + ", got " +

@@ -43,6 +43,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "memento/core/codec.h"
+#include "memento/core/gac.h"
 #include "memento/core/profile.h"
 #include "memento/core/schedule.h"
 
@@ -126,6 +127,32 @@ std::string lossy_label(const Schedule& schedule);
 
 /// Adds `--codecs LIST` to `command`.
 CLI::Option* add_codecs_option(CLI::App* command, std::string& codecs_text, const std::string& what);
+
+/// The `--gac-*` options of the gac planner, as typed.
+struct GacArguments {
+  std::string mode = "exact";
+  std::string proxy = "mag";
+  std::string threshold = "ema";
+  double alpha = -1;
+  double beta = 0.95;
+  double temporal_beta = 0.1;
+  double temperature = 1.0;
+  double theta_min = 1e-3;
+  int64_t every = 1;
+  int64_t freeze_after = 3;
+  std::string spare = "store";
+  std::vector<CLI::Option*> options;  ///< filled by add_gac_options, to see which were given
+};
+
+/// Adds --gac-mode, --gac-proxy, --gac-threshold, --gac-alpha, --gac-beta,
+/// --gac-temporal-beta, --gac-temperature, --gac-theta-min, --gac-every,
+/// --gac-freeze-after and --gac-spare to `command`.
+void add_gac_options(CLI::App* command, GacArguments& args);
+/// GacOptions from the options; throws InvalidArgument naming the option, its range and the
+/// value. Refuses --gac-* options for a planner other than gac, and checks the mode against
+/// `codecs` (lossy needs codecs, exact and freeze take none).
+GacOptions read_gac_options(const GacArguments& args, const std::string& planner,
+                            const std::vector<Codec>& codecs);
 
 /// Checks an integer option: returns `value` when value >= minimum, else throws
 /// InvalidArgument ("--slots must be at least 1, got 0").

@@ -46,6 +46,7 @@ struct TrainArguments {
   uint64_t seed = 0;
   std::string format = "text";
   std::string data;
+  GacArguments gac;
 };
 
 struct DataSets {
@@ -90,6 +91,12 @@ DataSets load_data(const TrainArguments& args, const ModelInfo& info) {
   return {train, validation};
 }
 
+double sum(const std::vector<double>& values) {
+  double total = 0;
+  for (double value : values) total += value;
+  return total;
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t middle = values.size() / 2;
@@ -132,6 +139,44 @@ std::string format_loss(double loss) {
   return buffer;
 }
 
+// One token per stage: S stored, R recomputed, F frozen, the codec of a packed stage.
+std::string gac_decisions_text(const GacController& gac) {
+  std::string text;
+  int recomputed = 0, packed = 0;
+  for (size_t i = 0; i < gac.decisions().size(); ++i) {
+    const GacDecision decision = gac.decisions()[i];
+    std::string token = decision == GacDecision::Store ? "S" : decision == GacDecision::Recompute ? "R" : "F";
+    if (decision == GacDecision::Compress) token = codec_name(gac.stage_codecs()[i]);
+    recomputed += decision == GacDecision::Recompute;
+    packed += decision == GacDecision::Compress;
+    text += (text.empty() ? "" : " ") + token;
+  }
+  return "gac [" + text + "]: " + std::to_string(recomputed) + " recomputed, " + std::to_string(packed) +
+         " packed, " + std::to_string(gac.frozen_stages()) + " frozen of " +
+         std::to_string(gac.decisions().size()) + " stages";
+}
+
+nlohmann::json gac_json(const PlanRunner& runner, double compute_s) {
+  const GacController& gac = *runner.gac();
+  nlohmann::json history = nlohmann::json::array();
+  for (const GacRecord& record : gac.history()) history.push_back(gac_record_to_json(record));
+  nlohmann::json decisions = nlohmann::json::array();
+  for (size_t i = 0; i < gac.decisions().size(); ++i) {
+    nlohmann::json item = {{"stage", i},
+                           {"name", runner.profile().stages[i].name},
+                           {"kind", runner.profile().stages[i].kind},
+                           {"decision", gac_decision_name(gac.decisions()[i])}};
+    if (gac.decisions()[i] == GacDecision::Compress) item["codec"] = codec_name(gac.stage_codecs()[i]);
+    decisions.push_back(item);
+  }
+  return {{"options", gac_options_to_json(gac.options())},
+          {"mode", gac_mode_name(gac.mode())},
+          {"proxy_s", runner.proxy_s()},
+          {"proxy_share_of_compute", compute_s > 0 ? runner.proxy_s() / compute_s : 0.0},
+          {"final_decisions", decisions},
+          {"history", history}};
+}
+
 nlohmann::json evaluation_json(const Evaluation& evaluation) {
   return {{"step", evaluation.step},
           {"loss", evaluation.loss},
@@ -150,6 +195,7 @@ void run_train(const TrainArguments& args) {
   make_planner(args.planner);  // an unknown planner fails before any work
   const std::vector<Codec> codecs = read_codecs(args.codecs);
   check_planner_uses_codecs(codecs, args.planner);
+  const GacOptions gac_options = read_gac_options(args.gac, args.planner, codecs);
   // A checkpoint that cannot be written is found now, not after the whole run.
   if (!args.save.empty()) check_output(args.save, "--save");
 
@@ -200,8 +246,12 @@ void run_train(const TrainArguments& args) {
 
   const int64_t store_all_bytes = store_all_peak_bytes(profile);
   const int64_t budget_bytes = read_budget(args.budget, profile);
-  const Plan plan = plan_training_step(profile, args.planner, budget_bytes, codecs);
-  const std::string planner_label = args.planner + lossy_label(plan.schedule);
+  const Plan plan = plan_training_step(profile, args.planner, budget_bytes, codecs, gac_options);
+  // A gac run packs stages only once gradients are seen: its allowed codecs label it.
+  const bool lossy_run = plan.runtime_policy == "gac" ? !plan.codecs.empty() : is_lossy(plan.schedule);
+  const std::string planner_label = args.planner + (plan.runtime_policy == "gac" && lossy_run
+                                                        ? " (lossy: " + codec_list_name(plan.codecs) + ")"
+                                                        : lossy_label(plan.schedule));
   trainer.set_plan(plan, profile);
 
   if (!args.resume.empty()) trainer.resume(args.resume);
@@ -247,6 +297,7 @@ void run_train(const TrainArguments& args) {
       std::string line =
           "step " + std::to_string(evaluation.step) + ": val loss " + format_loss(evaluation.loss);
       if (std::isfinite(evaluation.accuracy)) line += ", accuracy " + format_percent(evaluation.accuracy);
+      if (const GacController* gac = trainer.runner().gac()) line += "; " + gac_decisions_text(*gac);
       // Saving at every evaluation bounds what an interruption loses; the write is atomic.
       if (!args.save.empty()) {
         trainer.save(args.save);
@@ -261,37 +312,39 @@ void run_train(const TrainArguments& args) {
   if (format == Format::Json) {
     nlohmann::json evaluations_json = nlohmann::json::array();
     for (const auto& evaluation : evaluations) evaluations_json.push_back(evaluation_json(evaluation));
-    print_json({{"model", args.model},
-                {"parameters", model.info.parameter_count},
-                {"data", data.train->describe()},
-                {"planner", args.planner},
-                {"codecs", codec_list_name(codecs)},
-                {"lossy", is_lossy(plan.schedule)},
-                {"steps", trainer.step()},
-                {"first_step", first_step},
-                {"batch", args.batch},
-                {"seq_len", is_language_model(model.info) ? nlohmann::json(args.seq_len) : nlohmann::json()},
-                {"initial_val_loss", initial.loss},
-                {"final_val_loss", final_evaluation.loss},
-                {"initial_val_accuracy", evaluation_json(initial)["accuracy"]},
-                {"final_val_accuracy", evaluation_json(final_evaluation)["accuracy"]},
-                {"budget_bytes", budget_bytes},
-                {"peak_bytes", peak_bytes},
-                {"predicted_peak_bytes", plan.predicted_peak_bytes},
-                {"store_all_peak_bytes", store_all_bytes},
-                {"store_all_measured_peak_bytes", comparison.store_all_peak_bytes},
-                {"fixed_bytes", profile.fixed_bytes},
-                {"min_feasible_budget_bytes", plan.min_feasible_budget_bytes},
-                {"recompute_count_per_step", recompute_count},
-                {"step_s", comparison.planned_step_s},
-                {"store_all_step_s", comparison.store_all_step_s},
-                {"overhead_vs_store_all", overhead},
-                {"train_time_s", train_s},
-                {"median_train_compute_s", median(compute_s)},
-                {"items_per_s", train_s > 0 ? static_cast<double>(items) / train_s : 0.0},
-                {"item_unit", data.train->item_unit()},
-                {"evaluations", evaluations_json},
-                {"checkpoint", args.save.empty() ? nlohmann::json() : nlohmann::json(args.save)}});
+    print_json(
+        {{"model", args.model},
+         {"parameters", model.info.parameter_count},
+         {"data", data.train->describe()},
+         {"planner", args.planner},
+         {"codecs", codec_list_name(codecs)},
+         {"lossy", lossy_run},
+         {"steps", trainer.step()},
+         {"first_step", first_step},
+         {"batch", args.batch},
+         {"seq_len", is_language_model(model.info) ? nlohmann::json(args.seq_len) : nlohmann::json()},
+         {"initial_val_loss", initial.loss},
+         {"final_val_loss", final_evaluation.loss},
+         {"initial_val_accuracy", evaluation_json(initial)["accuracy"]},
+         {"final_val_accuracy", evaluation_json(final_evaluation)["accuracy"]},
+         {"budget_bytes", budget_bytes},
+         {"peak_bytes", peak_bytes},
+         {"predicted_peak_bytes", plan.predicted_peak_bytes},
+         {"store_all_peak_bytes", store_all_bytes},
+         {"store_all_measured_peak_bytes", comparison.store_all_peak_bytes},
+         {"fixed_bytes", profile.fixed_bytes},
+         {"min_feasible_budget_bytes", plan.min_feasible_budget_bytes},
+         {"recompute_count_per_step", recompute_count},
+         {"step_s", comparison.planned_step_s},
+         {"store_all_step_s", comparison.store_all_step_s},
+         {"overhead_vs_store_all", overhead},
+         {"train_time_s", train_s},
+         {"median_train_compute_s", median(compute_s)},
+         {"items_per_s", train_s > 0 ? static_cast<double>(items) / train_s : 0.0},
+         {"item_unit", data.train->item_unit()},
+         {"evaluations", evaluations_json},
+         {"checkpoint", args.save.empty() ? nlohmann::json() : nlohmann::json(args.save)},
+         {"gac", trainer.runner().gac() ? gac_json(trainer.runner(), sum(compute_s)) : nlohmann::json()}});
     return;
   }
   auto share = [&](int64_t bytes) {
@@ -323,6 +376,12 @@ void run_train(const TrainArguments& args) {
                 data.train->item_unit().c_str());
   fields.push_back({"training", std::to_string(trainer.step() - first_step) + " steps in " +
                                     format_seconds(train_s) + ", " + rate});
+  if (const GacController* gac = trainer.runner().gac()) {
+    fields.push_back(
+        {"gac", gac_decisions_text(*gac) + "; proxies took " +
+                    format_percent(trainer.runner().proxy_s() / std::max(sum(compute_s), 1e-12)) +
+                    " of the compute (--gac-every " + std::to_string(args.gac.every) + ")"});
+  }
   if (!args.save.empty()) fields.push_back({"checkpoint", args.save});
   std::cout << "\nsummary\n" << format_fields(fields, "  ");
 }
@@ -370,6 +429,7 @@ void add_train_command(CLI::App& app) {
       "gpt-*: a text file to train on instead of the generated corpus; resnet*/vit-*: a "
       "directory of MNIST-format idx files (.gz too), e.g. /usr/share/datasets/fashion-mnist, "
       "instead of the generated shapes");
+  add_gac_options(command, args->gac);
   add_format_option(command, args->format);
   command->callback([args] { run_train(*args); });
 }

@@ -64,6 +64,7 @@ ChainState::ChainState(const ChainProfile& profile)
       graph_codec_(length_, Codec::None),
       gradient_(length_ + 1, false),
       forward_count_(length_, 0),
+      frozen_(length_, false),
       stored_parts_(length_ + 1),
       graph_parts_(length_ + 1),
       storage_(length_),
@@ -92,6 +93,7 @@ int64_t ChainState::op_extra_bytes(const Op& op) const {
   switch (op.kind) {
     case OpKind::ForwardNoGrad:
     case OpKind::ForwardCheckpoint:
+    case OpKind::ForwardFrozen:
       // What the output passes through is alive already, in a_i.
       return stage.output_new_bytes() + stage.no_grad_temp_bytes();
     case OpKind::ForwardWithGraph:
@@ -130,6 +132,7 @@ int64_t ChainState::apply(const Op& op, int op_index) {
     case OpKind::ForwardCheckpoint:
     case OpKind::ForwardWithGraph:
     case OpKind::ForwardLossy:
+    case OpKind::ForwardFrozen:
       if (!available(i))
         throw ScheduleError(where + ": its input a_" + std::to_string(i) +
                             " is not available (freed or never computed)");
@@ -161,13 +164,21 @@ void ChainState::apply_forward(const Op& op, const std::string& where) {
   const int i = op.stage;
   const StageProfile& stage = profile_->stages[i];
   auto fail = [&](const std::string& why) { throw ScheduleError(where + ": " + why); };
+  if (frozen_[i]) fail("stage " + std::to_string(i) + " is frozen (ForwardFrozen ran): it runs no other op");
   switch (op.kind) {
+    case OpKind::ForwardFrozen:
+      if (i > 0 && !frozen_[i - 1]) {
+        fail("stage " + std::to_string(i - 1) + " is not frozen; only a prefix of the chain can be frozen");
+      }
+      if (gradient_[length_]) fail("a stage is frozen in the forward, before the Loss");
+      frozen_[i] = true;
+      [[fallthrough]];
     case OpKind::ForwardNoGrad:
     case OpKind::ForwardCheckpoint:
       if (available(i + 1)) fail("its output a_" + std::to_string(i + 1) + " is already available");
       count_forward(i, 0);
       set_stored(i + 1, storage_.produce(stage, i, input_parts(i)));
-      if (op.kind == OpKind::ForwardNoGrad && i > 0) clear_stored(i);
+      if (op.kind != OpKind::ForwardCheckpoint && i > 0) clear_stored(i);
       break;
     case OpKind::ForwardWithGraph:
       if (graph_[i]) fail("the graph of stage " + std::to_string(i) + " is already alive");
@@ -199,6 +210,7 @@ void ChainState::apply_loss(const std::string& where) {
 
 void ChainState::apply_backward(int i, const std::string& where) {
   auto fail = [&](const std::string& why) { throw ScheduleError(where + ": " + why); };
+  if (frozen_[i]) fail("stage " + std::to_string(i) + " is frozen: it has no backward");
   if (!graph_[i])
     fail("the graph of stage " + std::to_string(i) + " is not alive (never built or already used)");
   if (!gradient_[i + 1]) {
@@ -211,11 +223,11 @@ void ChainState::apply_backward(int i, const std::string& where) {
       profile_->stages[i].backward_s + (lossy ? lossy_cost(i, graph_codec_[i]).unpack_s : 0.0);
   clear_graph(i);
   set_gradient(i + 1, false);
-  if (i > 0) {
-    clear_stored(i);
+  if (i > 0) clear_stored(i);
+  if (i > 0 && !frozen_[i - 1]) {
     set_gradient(i, true);
   } else {
-    backward_done_ = true;
+    backward_done_ = true;  // the input gradient of stage 0, or of the first stage after a frozen prefix
   }
 }
 
@@ -268,7 +280,7 @@ void ChainState::check_complete(int op_count) const {
     if (stored_[i])
       fail("a_" + std::to_string(i) + " is still stored at the end (add Free(" + std::to_string(i) + "))");
   }
-  if (!backward_done_) fail("Backward(0) never ran");
+  if (!backward_done_) fail("Backward(0) never ran (or Backward of the first stage after a frozen prefix)");
 }
 
 // The copy of a_i a forward reads: the stored one first, as the Executor does.

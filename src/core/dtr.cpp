@@ -156,6 +156,7 @@ void DtrChainState::on_op(const Op& op, double now_s) {
     case OpKind::ForwardNoGrad:
     case OpKind::ForwardCheckpoint:
     case OpKind::ForwardLossy:
+    case OpKind::ForwardFrozen:
       if (i > 0) pool_.access(activation_id(i), now_s);
       pool_.materialize(activation_id(i + 1), now_s);
       if (op.kind != OpKind::ForwardCheckpoint && i > 0 && !available(i)) pool_.evict(activation_id(i));
@@ -330,6 +331,7 @@ bool DtrController::prepare(const Op& op, DtrBackend& backend) {
     case OpKind::ForwardCheckpoint:
     case OpKind::ForwardWithGraph:
     case OpKind::ForwardLossy:
+    case OpKind::ForwardFrozen:
       if (!ensure_available(i, backend)) return false;
       return make_room(op_bytes(op), {i}, {}, backend);
     case OpKind::Loss:

@@ -21,11 +21,17 @@ struct RegistryEntry {
 
 // Order is the order of `memento plan --list` and of sweeps: cheapest ideas first.
 const RegistryEntry kRegistry[] = {
-    {"store-all", make_store_all_planner},     {"recompute-all", make_recompute_all_planner},
-    {"uniform", make_uniform_planner},         {"sqrt-n", make_sqrt_n_planner},
-    {"chen-greedy", make_chen_greedy_planner}, {"revolve", make_revolve_planner},
-    {"optimal", make_optimal_planner},         {"mutwo", make_mutwo_planner},
-    {"selective", make_selective_planner},     {"dtr", make_dtr_planner},
+    {"store-all", make_store_all_planner},
+    {"recompute-all", make_recompute_all_planner},
+    {"uniform", make_uniform_planner},
+    {"sqrt-n", make_sqrt_n_planner},
+    {"chen-greedy", make_chen_greedy_planner},
+    {"revolve", make_revolve_planner},
+    {"optimal", make_optimal_planner},
+    {"mutwo", make_mutwo_planner},
+    {"selective", make_selective_planner},
+    {"dtr", make_dtr_planner},
+    {"gac", make_gac_planner},
 };
 
 }  // namespace
@@ -155,6 +161,7 @@ nlohmann::json plan_to_json(const Plan& plan) {
   out["recompute_flops"] = when_feasible(plan.recompute_flops);
   out["schedule"] = schedule_to_json(plan.schedule);
   if (!plan.runtime_policy.empty()) out["runtime_policy"] = plan.runtime_policy;
+  if (plan.runtime_policy == "gac") out["gac"] = gac_options_to_json(plan.gac);
   out["codecs"] = codec_list_name(plan.codecs);
   out["lossy"] = is_lossy(plan.schedule);
   out["codecs_used"] = codec_list_name(codecs_used(plan.schedule));

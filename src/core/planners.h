@@ -18,5 +18,6 @@ std::unique_ptr<Planner> make_optimal_planner();
 std::unique_ptr<Planner> make_mutwo_planner();
 std::unique_ptr<Planner> make_selective_planner();
 std::unique_ptr<Planner> make_dtr_planner();
+std::unique_ptr<Planner> make_gac_planner();
 
 }  // namespace memento

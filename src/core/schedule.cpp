@@ -21,6 +21,7 @@ constexpr KindNames kKindNames[] = {
     {OpKind::ForwardCheckpoint, "forward_checkpoint", "Fc"},
     {OpKind::ForwardWithGraph, "forward_with_graph", "Fg"},
     {OpKind::ForwardLossy, "forward_lossy", "Fq"},
+    {OpKind::ForwardFrozen, "forward_frozen", "Ff"},
     {OpKind::Loss, "loss", "L"},
     {OpKind::Backward, "backward", "B"},
     {OpKind::Free, "free", "X"},

@@ -94,6 +94,7 @@ struct Executor::State {
   std::vector<std::optional<TensorList>> gradients;  // d_0 .. d_L
   std::vector<std::vector<char>> needs_grad;         // per tensor of a_i: its stage reads it with grad
   std::vector<int> forward_count;
+  std::vector<char> frozen;  // stage ran ForwardFrozen: no backward, no gradient below it
   std::vector<std::vector<detail::TensorSignature>> signatures;
   std::vector<std::optional<detail::RngSnapshot>> rng;  // before each stage's first forward
   // Op indices of the ops that read a_i (stage i's forwards; the Loss for a_L) and of those
@@ -353,6 +354,7 @@ void Executor::begin_state(const Schedule& schedule, Batch batch, bool in_caller
   s.gradients.assign(length + 1, std::nullopt);
   s.needs_grad.assign(length + 1, {});
   s.forward_count.assign(length, 0);
+  s.frozen.assign(length, 0);
   s.signatures.assign(length, {});
   s.rng.assign(length, std::nullopt);
   s.index_reads(schedule);
@@ -442,6 +444,7 @@ void Executor::run_op(const Op& op, int op_index) {
     case OpKind::ForwardCheckpoint:
     case OpKind::ForwardWithGraph:
     case OpKind::ForwardLossy:
+    case OpKind::ForwardFrozen:
       if (!available(op.stage)) recompute(op.stage);
       run_forward(op, op_index);
       break;
@@ -467,7 +470,8 @@ void Executor::run_op(const Op& op, int op_index) {
 // The activations a later op reads again, which stage `stage`'s forward must leave as they
 // are. With hooks (or on demand) any activation still available afterwards may be read.
 std::vector<int> Executor::guarded_activations(int stage, OpKind kind, int op_index) const {
-  const bool drops_input = kind == OpKind::ForwardNoGrad || kind == OpKind::ForwardLossy;
+  const bool drops_input =
+      kind == OpKind::ForwardNoGrad || kind == OpKind::ForwardLossy || kind == OpKind::ForwardFrozen;
   const State& s = state();
   std::vector<int> guarded;
   const bool any_time = s.hooked || op_index < 0;
@@ -546,8 +550,12 @@ void Executor::run_forward(const Op& op, int op_index) {
       const TensorList detached = detail::detach_all(inputs);
       outputs = detail::with_context(where, [&] { return chain_->forward_stage(stage, detached); });
       // Which outputs the next stage reads with grad: a graph run says exactly (below);
-      // without one, any differentiable tensor except a pass-through of a no-grad input.
-      if (s.needs_grad[stage + 1].empty()) {
+      // a frozen stage none (nothing below it gets a gradient); otherwise any
+      // differentiable tensor except a pass-through of a no-grad input.
+      if (kind == OpKind::ForwardFrozen) {
+        s.frozen[stage] = 1;
+        s.needs_grad[stage + 1].assign(outputs.size(), 0);
+      } else if (s.needs_grad[stage + 1].empty()) {
         std::vector<char>& needs = s.needs_grad[stage + 1];
         for (const torch::Tensor& output : outputs) {
           bool wants_grad = is_differentiable(output);
@@ -597,7 +605,7 @@ void Executor::run_forward(const Op& op, int op_index) {
     s.stored[stage + 1].reset();  // the output inside the graph replaces a stored copy
   } else {
     s.stored[stage + 1] = std::move(outputs);
-    if (kind == OpKind::ForwardNoGrad && stage > 0) s.stored[stage].reset();
+    if (kind != OpKind::ForwardCheckpoint && stage > 0) s.stored[stage].reset();
   }
 }
 
@@ -694,7 +702,7 @@ void Executor::run_backward(int stage, int op_index) {
     TensorList d = graph.input_gradients ? std::move(*graph.input_gradients) : TensorList{};
     d.resize(graph.input_count);
     if (stage > 0) {
-      s.gradients[stage] = std::move(d);
+      if (!s.frozen[stage - 1]) s.gradients[stage] = std::move(d);
       s.stored[stage].reset();
     } else {
       s.input_gradients = std::move(d);

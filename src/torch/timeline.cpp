@@ -113,6 +113,7 @@ class OpRecorder {
       case OpKind::ForwardCheckpoint:
       case OpKind::ForwardWithGraph:
       case OpKind::ForwardLossy:
+      case OpKind::ForwardFrozen:
         phase.kind = event.recompute ? "recompute" : "forward";
         break;
       case OpKind::Loss:

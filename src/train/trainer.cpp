@@ -12,6 +12,7 @@
 #include <limits>
 #include <mutex>
 #include <sstream>
+#include <unordered_set>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -200,8 +201,8 @@ int64_t Trainer::step_peak_bytes(const StepResult& result) const {
   return state_bytes() + (result.peak_bytes - result.start_bytes);
 }
 
-TrainStep Trainer::run_step(const Batch& batch, PlanRunner& runner) {
-  const StepResult result = runner.step(batch);
+TrainStep Trainer::run_step(const Batch& batch, PlanRunner& runner, bool feed_policy) {
+  const StepResult result = runner.step(batch, feed_policy);
   TrainStep out;
   out.loss = result.loss;
   out.compute_s = result.step_s;
@@ -241,12 +242,44 @@ TrainStep Trainer::train_step() {
   const double max_norm =
       options_.clip_grad_norm > 0 ? options_.clip_grad_norm : std::numeric_limits<double>::infinity();
   out.grad_norm = torch::nn::utils::clip_grad_norm_(model_.chain->parameters(), max_norm);
-  optimizer_->step();
+  optimizer_step();
   ++step_;
   out.step = step_;
   out.learning_rate = learning_rate;
   out.step_s = std::chrono::duration<double>(Clock::now() - start).count();
   return out;
+}
+
+// Parameters of a frozen prefix (GAC's freeze mode) are not updated: AdamW would still move
+// them with the momentum of earlier steps, so their gradients leave the step for its
+// duration (AdamW skips a parameter without one). A parameter shared with a stage that
+// trains (tied weights) is updated as usual.
+void Trainer::optimizer_step() {
+  const int frozen = runner_->frozen_stages();
+  if (frozen == 0) {
+    optimizer_->step();
+    return;
+  }
+  std::unordered_set<const void*> training;
+  for (int i = frozen; i < model_.chain->length(); ++i) {
+    for (const auto& parameter : model_.chain->stage(i).parameters())
+      training.insert(parameter.unsafeGetTensorImpl());
+  }
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> set_aside;
+  for (int i = 0; i < frozen; ++i) {
+    for (auto& parameter : model_.chain->stage(i).parameters()) {
+      if (training.count(parameter.unsafeGetTensorImpl()) || !parameter.grad().defined()) continue;
+      set_aside.emplace_back(parameter, parameter.grad());
+      parameter.mutable_grad() = torch::Tensor();
+    }
+  }
+  struct PutBack {
+    std::vector<std::pair<torch::Tensor, torch::Tensor>>& set_aside;
+    ~PutBack() {
+      for (auto& entry : set_aside) entry.first.mutable_grad() = entry.second;
+    }
+  } put_back{set_aside};
+  optimizer_->step();
 }
 
 TrainStep Trainer::measure_step(const Schedule& schedule) {
@@ -269,7 +302,7 @@ TrainStep Trainer::measure_with(PlanRunner& runner) {
     for (const auto& buffer : model_.chain->buffers()) buffers.push_back(buffer.clone());
   }
   zero_gradients();
-  TrainStep out = run_step(batch, runner);
+  TrainStep out = run_step(batch, runner, /*feed_policy=*/false);
   zero_gradients();
   {
     torch::NoGradGuard no_grad;
@@ -300,6 +333,7 @@ Evaluation Trainer::evaluate() {
   const auto count = static_cast<double>(evaluation_batches_.size());
   out.loss = loss / count;
   out.accuracy = model_.accuracy ? accuracy / count : std::numeric_limits<double>::quiet_NaN();
+  runner_->observe_validation(step_, out.loss);
   return out;
 }
 
@@ -324,6 +358,8 @@ void Trainer::save(const std::string& path) const {
     archive.write("buffer" + std::to_string(i), buffers[i].value(), /*is_buffer=*/true);
   }
   write_optimizer_state(archive);
+  const std::string policy_state = runner_->policy_state();
+  if (!policy_state.empty()) archive.write("policy_state", c10::IValue(policy_state));
   std::ostringstream bytes;
   archive.save_to(bytes);
   write_file_atomically(path, seal(kCheckpointFormatName, static_cast<int>(kCheckpointFormat), bytes.str()));
@@ -458,6 +494,10 @@ void Trainer::resume(const std::string& path) {
     const LoaderPosition position{read_int(archive, "data_epoch"), read_int(archive, "data_index")};
     torch::Tensor rng;
     archive.read("rng_cpu", rng);
+    // The run-time policy's state (GAC thresholds), absent for static plans and before 0.3.
+    std::string policy_state;
+    c10::IValue policy_value;
+    if (archive.try_read("policy_state", policy_value)) policy_state = policy_value.toStringRef();
     torch::serialize::InputArchive optimizer_archive;
     std::vector<std::unique_ptr<torch::optim::AdamWParamState>> optimizer_states;
     if (format == 1) {
@@ -466,6 +506,8 @@ void Trainer::resume(const std::string& path) {
       optimizer_states = read_optimizer_state(archive);
     }
 
+    // The last check that can refuse the checkpoint; it changes the policy only when it fits.
+    runner_->restore_policy_state(policy_state);
     {
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < parameter_values.size(); ++i) parameters[i].value().copy_(parameter_values[i]);
@@ -494,11 +536,11 @@ void Trainer::resume(const std::string& path) {
 }
 
 Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes,
-                        const std::vector<Codec>& codecs) {
+                        const std::vector<Codec>& codecs, const GacOptions& gac) {
   if (budget_bytes <= 0)
     throw InvalidArgument("--budget must be positive, got " + std::to_string(budget_bytes) + " bytes");
   const auto planner = make_planner(planner_name);
-  Plan plan = planner->plan(profile, PlannerOptions(budget_bytes).codecs(codecs));
+  Plan plan = planner->plan(profile, PlannerOptions(budget_bytes).codecs(codecs).gac(gac));
   if (plan.feasible) return plan;
   const int64_t store_all = store_all_peak_bytes(profile);
   auto percent = [&](int64_t bytes) {

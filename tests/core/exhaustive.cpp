@@ -147,7 +147,8 @@ class StateCodec {
         return true;
       }
       case OpKind::ForwardLossy:
-        return false;  // the oracle's state has no lossy graphs: it checks exact plans
+      case OpKind::ForwardFrozen:
+        return false;  // the oracle's state has no lossy graphs or frozen stages: it checks exact plans
       case OpKind::Free: {
         if (!stored(s, i) || (i < length_ && graph(s, i))) return false;
         peak = before;

@@ -25,22 +25,7 @@ bool near(double a, double b) {
   return std::abs(a - b) <= 1e-9 * std::max({1.0, std::abs(a), std::abs(b)});
 }
 
-// Lossy costs as a codec would give them: the graph shrinks by `factor` (the input, which
-// a lossy graph packs too, counted in), packing costs a fraction of the forward.
-void add_lossy_costs(std::mt19937_64& rng, ChainProfile& profile, Codec codec, double factor) {
-  for (StageProfile& stage : profile.stages) {
-    StageProfile::LossyCost cost;
-    cost.codec = codec;
-    const int64_t saved = stage.saved_bytes - stage.output_bytes + stage.input_bytes + stage.output_bytes;
-    cost.saved_bytes = static_cast<int64_t>(static_cast<double>(std::max<int64_t>(saved, 0)) * factor);
-    cost.forward_temp_bytes = testing::uniform_int(rng, 0, stage.forward_temp_bytes + 1);
-    cost.backward_temp_bytes =
-        stage.backward_temp_bytes + testing::uniform_int(rng, 0, stage.input_bytes + 1);
-    cost.pack_s = stage.forward_s * std::uniform_real_distribution<double>(0.01, 0.3)(rng);
-    cost.unpack_s = stage.backward_s * std::uniform_real_distribution<double>(0.01, 0.3)(rng);
-    stage.lossy.push_back(cost);
-  }
-}
+using testing::add_lossy_costs;
 
 TEST(OptimalLossy, WithoutCodecsItIsTheExactReference) {
   std::mt19937_64 rng(21);
@@ -247,7 +232,7 @@ TEST(OptimalLossyPlanner, RefusesCodecsItCannotUseOrPrice) {
   EXPECT_THROW(make_planner("optimal")->plan(profile, PlannerOptions(budget).codecs({Codec::None})),
                InvalidArgument);
   const std::vector<std::string> capable = codec_planner_names();
-  EXPECT_EQ(capable, (std::vector<std::string>{"store-all", "optimal"}));
+  EXPECT_EQ(capable, (std::vector<std::string>{"store-all", "optimal", "gac"}));
 }
 
 TEST(OptimalLossyPlanner, StoreAllPacksEveryStageWithTheFastestCodecThatFits) {

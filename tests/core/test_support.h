@@ -123,5 +123,21 @@ inline int64_t random_budget(std::mt19937_64& rng, const ChainProfile& profile) 
   return uniform_int(rng, low, store_all_peak + store_all_peak / 10);
 }
 
+/// Lossy costs as a codec would give them: the graph shrinks by `factor` (the input, which
+/// a lossy graph packs too, counted in), packing costs a fraction of the forward.
+inline void add_lossy_costs(std::mt19937_64& rng, ChainProfile& profile, Codec codec, double factor) {
+  for (StageProfile& stage : profile.stages) {
+    StageProfile::LossyCost cost;
+    cost.codec = codec;
+    const int64_t saved = stage.saved_bytes - stage.output_bytes + stage.input_bytes + stage.output_bytes;
+    cost.saved_bytes = static_cast<int64_t>(static_cast<double>(std::max<int64_t>(saved, 0)) * factor);
+    cost.forward_temp_bytes = uniform_int(rng, 0, stage.forward_temp_bytes + 1);
+    cost.backward_temp_bytes = stage.backward_temp_bytes + uniform_int(rng, 0, stage.input_bytes + 1);
+    cost.pack_s = stage.forward_s * std::uniform_real_distribution<double>(0.01, 0.3)(rng);
+    cost.unpack_s = stage.backward_s * std::uniform_real_distribution<double>(0.01, 0.3)(rng);
+    stage.lossy.push_back(cost);
+  }
+}
+
 }  // namespace testing
 }  // namespace memento

@@ -61,11 +61,11 @@ TEST(PlannedChain, OwnTrainingLoopMatchesPlainAutogradForEveryExactPlanner) {
   const int64_t store_all = store_all_peak_bytes(profile);
   int checked = 0;
   for (const std::string& name : planner_names()) {
-    if (name == "dtr") continue;  // decides at run time: PlanRunner, not PlannedChain
     const int64_t least =
         make_planner(name)->plan(profile, PlannerOptions(store_all)).min_feasible_budget_bytes;
     const Plan plan = make_planner(name)->plan(profile, PlannerOptions(least + (store_all - least) / 3));
-    if (!plan.feasible) continue;
+    // dtr and gac decide at run time: PlanRunner, not PlannedChain.
+    if (!plan.feasible || !plan.runtime_policy.empty()) continue;
     PlannedChain planned(model.chain, plan);
     const LoopResult run = accumulate_two_batches(
         model, initial, [&](const TensorList& inputs) { return planned.forward(inputs); });

@@ -19,6 +19,7 @@
 #include "memento/core/simulate.h"
 #include "memento/data/text.h"
 #include "memento/models/zoo.h"
+#include "memento/torch/profiler.h"
 #include "memento/train/progress.h"
 #include "memento/train/trainer.h"
 
@@ -193,6 +194,116 @@ TEST(TrainCheckpoint, ResumeContinuesBitForBit) {
   expect_same_parameters(parameters_of(second), parameters_of(straight));
   EXPECT_EQ(second.evaluate().loss, straight.evaluate().loss);
   std::remove(path.c_str());
+}
+
+// A gac plan of the tiny model at `fraction` of the way from its least budget to store-all.
+memento::Plan gac_plan(const memento::ChainProfile& profile, double fraction,
+                       const memento::GacOptions& options, const std::vector<memento::Codec>& codecs = {}) {
+  const memento::GacController probe(profile, memento::store_all_peak_bytes(profile), {});
+  const int64_t least = probe.least_budget_bytes(), all = memento::store_all_peak_bytes(profile);
+  const auto budget = least + static_cast<int64_t>(fraction * static_cast<double>(all - least));
+  const memento::Plan plan = memento::plan_training_step(profile, "gac", budget, codecs, options);
+  EXPECT_EQ(plan.runtime_policy, "gac");
+  return plan;
+}
+
+memento::ChainProfile tiny_profile(const std::vector<memento::Codec>& codecs = {}) {
+  const auto text = tiny_text();
+  memento::Model model = tiny_model();
+  const memento::Batch batch = text.train->get_batch({0, 1, 2, 3, 4, 5, 6, 7});
+  return memento::profile_chain(*model.chain, batch, model.loss,
+                                memento::ProfilerOptions().warmup_runs(0).timed_runs(1).codecs(codecs));
+}
+
+// Steps with an evaluation every other step, as `memento train --eval-every 2` runs them.
+std::vector<double> run_with_evaluations(memento::Trainer& trainer, int64_t steps) {
+  std::vector<double> losses;
+  for (int64_t i = 0; i < steps; ++i) {
+    losses.push_back(trainer.train_step().loss);
+    if (trainer.step() % 2 == 0) losses.push_back(trainer.evaluate().loss);
+  }
+  return losses;
+}
+
+TEST(TrainGac, ExactGacTrainsTheTrajectoryOfStoreAll) {
+  const auto text = tiny_text();
+  memento::Trainer store_all(tiny_model(), text.train, text.validation, tiny_options(6));
+  const auto expected = run_with_evaluations(store_all, 6);
+  const memento::ChainProfile profile = tiny_profile();  // before the trainer seeds the RNG
+  memento::Trainer gac(tiny_model(), text.train, text.validation, tiny_options(6));
+  gac.set_plan(gac_plan(profile, 0.3, memento::GacOptions()), profile);
+  EXPECT_EQ(run_with_evaluations(gac, 6), expected);
+  expect_same_parameters(parameters_of(gac), parameters_of(store_all));
+  ASSERT_NE(gac.runner().gac(), nullptr);
+  EXPECT_EQ(gac.runner().gac()->history().size(), 6u * static_cast<size_t>(profile.length()));
+}
+
+TEST(TrainGac, LossyGacResumesBitForBit) {
+  const auto text = tiny_text();
+  const std::vector<memento::Codec> codecs = {memento::Codec::BF16, memento::Codec::Int8};
+  const memento::ChainProfile profile = tiny_profile(codecs);
+  memento::GacOptions options;
+  options.mode = memento::GacMode::Lossy;
+  options.threshold = memento::GacThreshold::NormMedian;
+  const memento::Plan plan = gac_plan(profile, 0.2, options, codecs);
+  memento::Trainer straight(tiny_model(), text.train, text.validation, tiny_options(8));
+  straight.set_plan(plan, profile);
+  const auto expected = run_with_evaluations(straight, 8);
+  bool packed = false;
+  for (const memento::GacRecord& record : straight.runner().gac()->history())
+    packed = packed || record.decision == memento::GacDecision::Compress;
+  EXPECT_TRUE(packed) << "the test needs a lossy trajectory";
+
+  const std::string path = temp_path("gac.ckpt");
+  std::vector<double> losses;
+  {
+    memento::Trainer first(tiny_model(), text.train, text.validation, tiny_options(8));
+    first.set_plan(plan, profile);
+    losses = run_with_evaluations(first, 4);
+    first.save(path);
+  }
+  memento::Trainer second(tiny_model(), text.train, text.validation, tiny_options(8));
+  second.set_plan(plan, profile);
+  second.resume(path);
+  second.evaluate();  // a resumed run evaluates its starting point again: the policy ignores it
+  const auto rest = run_with_evaluations(second, 4);
+  losses.insert(losses.end(), rest.begin(), rest.end());
+  EXPECT_EQ(losses, expected);
+  expect_same_parameters(parameters_of(second), parameters_of(straight));
+  std::remove(path.c_str());
+}
+
+TEST(TrainGac, AFrozenPrefixIsNotUpdated) {
+  const auto text = tiny_text();
+  memento::Trainer trainer(tiny_model(), text.train, text.validation, tiny_options(6));
+  const int length = trainer.model().chain->length();
+  std::vector<memento::GacDecision> decisions(static_cast<size_t>(length), memento::GacDecision::Store);
+  decisions[0] = decisions[1] = memento::GacDecision::Freeze;
+  trainer.set_schedule(memento::gac_schedule(tiny_profile(), decisions,
+                                             std::vector<memento::Codec>(static_cast<size_t>(length))));
+  const int frozen = trainer.runner().frozen_stages();
+  EXPECT_EQ(frozen, 2);
+  ASSERT_GT(frozen, 0);
+  const memento::Chain& chain = *trainer.model().chain;
+  // Parameters only frozen stages use (a weight tied to a training stage still trains).
+  std::vector<torch::Tensor> frozen_only, before;
+  for (int i = 0; i < frozen; ++i) {
+    for (const auto& parameter : chain.stage(i).parameters()) {
+      bool shared = false;
+      for (int j = frozen; j < chain.length(); ++j) {
+        for (const auto& other : chain.stage(j).parameters())
+          shared = shared || other.unsafeGetTensorImpl() == parameter.unsafeGetTensorImpl();
+      }
+      if (!shared) frozen_only.push_back(parameter);
+    }
+  }
+  ASSERT_FALSE(frozen_only.empty());
+  for (const auto& parameter : frozen_only) before.push_back(parameter.detach().clone());
+  const auto trained_before = parameters_of(trainer);
+  trainer.train_step();
+  trainer.train_step();
+  for (size_t k = 0; k < frozen_only.size(); ++k) EXPECT_TRUE(torch::equal(before[k], frozen_only[k]));
+  EXPECT_FALSE(torch::equal(trained_before.back(), parameters_of(trainer).back())) << "the last stage trains";
 }
 
 std::vector<std::string> files_starting_with(const std::string& prefix) {

@@ -96,6 +96,8 @@ class ChainState {
   Codec graph_codec(int stage) const { return graph_codec_.at(stage); }
   bool lossy_graph(int stage) const { return graph_[stage] && is_lossy(graph_codec_[stage]); }
   bool gradient(int i) const { return gradient_.at(i); }
+  /// Stage `stage` ran ForwardFrozen this step (it has no backward).
+  bool frozen(int stage) const { return frozen_.at(stage); }
   /// Live bytes now, fixed bytes included (simulate.h's memory model).
   int64_t live_bytes() const { return live_bytes_; }
   const StepCounters& counters() const { return counters_; }
@@ -149,6 +151,7 @@ class ChainState {
   std::vector<Codec> graph_codec_;
   std::vector<bool> gradient_;
   std::vector<int> forward_count_;
+  std::vector<bool> frozen_;
   std::vector<detail::ActivationStorage::Parts> stored_parts_;
   std::vector<detail::ActivationStorage::Parts> graph_parts_;  // of a_{i+1}, held by graph i
   detail::ActivationStorage storage_;

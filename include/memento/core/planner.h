@@ -21,6 +21,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "memento/core/codec.h"
+#include "memento/core/gac.h"
 #include "memento/core/profile.h"
 #include "memento/core/schedule.h"
 
@@ -51,6 +52,11 @@ class PlannerOptions {
     return *this;
   }
 
+  /// Parameters of the `gac` planner and policy (core/gac.h); others ignore them.
+  PlannerOptions& gac(GacOptions options) {
+    gac_ = options;
+    return *this;
+  }
   /// Called with one line per phase of long work (the optimal planner on long chains:
   /// which phase starts, its size, the slots used, how long the last one took). Planners
   /// never print; the caller decides where the lines go. Default: none.
@@ -63,6 +69,7 @@ class PlannerOptions {
   int memory_slots() const { return memory_slots_; }
   int segments() const { return segments_; }
   const std::vector<Codec>& codecs() const { return codecs_; }
+  const GacOptions& gac() const { return gac_; }
   /// Reports `line` through progress(), if one is set.
   void report_progress(const std::string& line) const {
     if (progress_) progress_(line);
@@ -73,6 +80,7 @@ class PlannerOptions {
   int memory_slots_ = 500;
   int segments_ = 0;
   std::vector<Codec> codecs_;
+  GacOptions gac_;
   std::function<void(const std::string&)> progress_;
 };
 
@@ -97,11 +105,15 @@ struct Plan {
   /// The codecs the planner was allowed (PlannerOptions::codecs); the schedule is lossy
   /// (is_lossy(schedule)) when it packs any stage with one of them.
   std::vector<Codec> codecs;
+  /// For runtime_policy "gac": the options its GacController runs with (the schedule is
+  /// then the first step's, before any gradient was seen).
+  GacOptions gac;
 };
 
 /// JSON form of a plan (docs/formats.md): planner, feasible, budget_bytes,
 /// predicted_peak_bytes, predicted_time_s, recompute_s, recompute_count, solve_time_s,
-/// min_feasible_budget_bytes, schedule, runtime_policy when not empty, codecs (the allowed
+/// min_feasible_budget_bytes, schedule, runtime_policy when not empty (with gac, its
+/// options, for policy "gac"), codecs (the allowed
 /// list, "none" when exact), lossy (whether the schedule packs any stage) and codecs_used.
 nlohmann::json plan_to_json(const Plan& plan);
 

@@ -25,15 +25,22 @@
 ///   output a_{i+1} is stored (replacing a stored copy), for the next stage to read; it is
 ///   freed with Free(i+1) once nothing reads it. The stored copy of the input a_i is dropped
 ///   (not a_0): the graph keeps its own packed copy, so a_i is not pinned.
+/// - `ForwardFrozen(i)`: a frozen stage (gradient-aware checkpointing, core/gac.h): needs
+///   a_i available, a_{i+1} not available, and i == 0 or stage i-1 frozen (only a prefix
+///   of the chain is frozen). Runs stage i without autograd and stores a_{i+1}, dropping
+///   the stored copy of a_i (not a_0). A frozen stage has no Backward: its parameters get
+///   no gradient, and the Backward of the first stage after the prefix produces no d_i.
 /// - `Loss`: needs a_L available and d_L absent. Computes the loss and d_L
 ///   (output_bytes of the last stage).
 /// - `Backward(i)`: needs graph i, d_{i+1} and a_i (not for a lossy graph, which has
-///   its own copy). Unpacks a lossy graph's tensors first. Produces d_i (nothing for i == 0:
-///   the input gradient is not kept), then frees graph i, d_{i+1} and the stored a_i.
+///   its own copy). Unpacks a lossy graph's tensors first. Produces d_i (nothing for i == 0,
+///   whose input gradient is not kept, or when stage i-1 is frozen), then frees graph i,
+///   d_{i+1} and the stored a_i.
 /// - `Free(i)`: drops the stored copy of a_i (1 <= i <= L); graph i must not be alive
 ///   unless it is lossy.
 ///
-/// A complete schedule ends with Backward(0) and nothing but a_0 alive.
+/// A complete schedule ends with Backward(0) (Backward(f) after a frozen prefix of f
+/// stages) and nothing but a_0 alive.
 ///
 /// Example (store-all on a 2-stage chain):
 /// \code
@@ -57,6 +64,7 @@ enum class OpKind {
   ForwardCheckpoint,
   ForwardWithGraph,
   ForwardLossy,
+  ForwardFrozen,
   Loss,
   Backward,
   Free,
@@ -72,13 +80,14 @@ struct Op {
   static Op forward_checkpoint(int stage) { return {OpKind::ForwardCheckpoint, stage}; }
   static Op forward_with_graph(int stage) { return {OpKind::ForwardWithGraph, stage}; }
   static Op forward_lossy(int stage, Codec codec) { return {OpKind::ForwardLossy, stage, codec}; }
+  static Op forward_frozen(int stage) { return {OpKind::ForwardFrozen, stage}; }
   static Op loss() { return {OpKind::Loss, -1}; }
   static Op backward(int stage) { return {OpKind::Backward, stage}; }
   static Op free(int stage) { return {OpKind::Free, stage}; }
 
   bool is_forward() const {
     return kind == OpKind::ForwardNoGrad || kind == OpKind::ForwardCheckpoint ||
-           kind == OpKind::ForwardWithGraph || kind == OpKind::ForwardLossy;
+           kind == OpKind::ForwardWithGraph || kind == OpKind::ForwardLossy || kind == OpKind::ForwardFrozen;
   }
   /// A forward that builds graph i (with autograd): ForwardWithGraph or ForwardLossy.
   bool builds_graph() const { return kind == OpKind::ForwardWithGraph || kind == OpKind::ForwardLossy; }
@@ -91,12 +100,12 @@ struct Op {
 using Schedule = std::vector<Op>;
 
 /// JSON name of an op kind: forward_no_grad, forward_checkpoint, forward_with_graph,
-/// forward_lossy, loss, backward, free.
+/// forward_lossy, forward_frozen, loss, backward, free.
 const char* op_kind_name(OpKind kind);
 /// Parses a JSON op kind name; throws InvalidArgument listing the valid names.
 OpKind op_kind_from_name(const std::string& name);
 
-/// Short text form: Fn3, Fc3, Fg3, Fq3:int8 (lossy), L, B3, X3 (free).
+/// Short text form: Fn3, Fc3, Fg3, Fq3:int8 (lossy), Ff3 (frozen), L, B3, X3 (free).
 std::string to_string(const Op& op);
 /// Space-separated short forms of every op.
 std::string to_string(const Schedule& schedule);

@@ -11,6 +11,10 @@
 /// `dtr` runs the store-all schedule while the core DtrController (memento/core/dtr.h),
 /// fed with the MemoryTracker's live bytes and measured stage times, shrinks graphs,
 /// frees activations and recomputes on demand to stay under `Plan::budget_bytes`.
+/// `gac` (memento/core/gac.h) measures the gradient proxies of every `every_steps`-th
+/// step's backward (GradientProxyRecorder) and hands them to a GacController, whose
+/// decisions are the next step's schedule; validation losses reach it through
+/// observe_validation().
 ///
 /// Example:
 /// \code
@@ -24,6 +28,7 @@
 #include <optional>
 
 #include "memento/core/dtr.h"
+#include "memento/core/gac.h"
 #include "memento/core/planner.h"
 #include "memento/core/profile.h"
 #include "memento/torch/executor.h"
@@ -44,8 +49,10 @@ class PlanRunner {
   PlanRunner(const PlanRunner&) = delete;
   PlanRunner& operator=(const PlanRunner&) = delete;
 
-  /// Runs one training step of the plan (forward, loss, backward).
-  StepResult step(const Batch& batch);
+  /// Runs one training step of the plan (forward, loss, backward). With `feed_policy`
+  /// false (a side measurement) a `gac` plan runs its current schedule without measuring
+  /// proxies or counting the step.
+  StepResult step(const Batch& batch, bool feed_policy = true);
 
   const Plan& plan() const { return plan_; }
   const ChainProfile& profile() const { return profile_; }
@@ -55,12 +62,32 @@ class PlanRunner {
   /// could not be fitted); nullopt for a static plan.
   std::optional<DtrStats> policy_stats() const;
 
+  /// The GAC controller of a `gac` plan (thresholds, decisions, history); nullptr otherwise.
+  const GacController* gac() const { return gac_.get(); }
+  /// Wall seconds spent computing gradient proxies over every step so far (gac only).
+  double proxy_s() const { return proxy_s_; }
+  /// Feeds a validation loss to the policy (gac: temporal adaptation, unfreezing); no
+  /// effect for other plans.
+  void observe_validation(int64_t step, double loss);
+  /// Leading stages the current schedule freezes (ForwardFrozen: their parameters get no
+  /// gradient and are not to be updated).
+  int frozen_stages() const;
+  /// The policy's state for a training checkpoint ("" for a plan without one), and its
+  /// inverse (throws DataError when it does not fit).
+  std::string policy_state() const;
+  void restore_policy_state(const std::string& state);
+
  private:
+  StepResult gac_step(const Batch& batch, bool feed_policy);
+
   Executor& executor_;
   Plan plan_;
   ChainProfile profile_;
   Schedule executed_;
   std::unique_ptr<detail::DtrRuntime> dtr_;
+  std::unique_ptr<GacController> gac_;
+  int64_t gac_steps_ = 0;
+  double proxy_s_ = 0;
 };
 
 }  // namespace memento

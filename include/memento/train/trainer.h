@@ -141,7 +141,8 @@ class Trainer {
 
  private:
   void zero_gradients();
-  TrainStep run_step(const Batch& batch, PlanRunner& runner);
+  TrainStep run_step(const Batch& batch, PlanRunner& runner, bool feed_policy = true);
+  void optimizer_step();
   TrainStep measure_with(PlanRunner& runner);
   std::unique_ptr<PlanRunner> static_runner(Schedule schedule);
   int64_t step_peak_bytes(const StepResult& result) const;
@@ -162,11 +163,12 @@ class Trainer {
 };
 
 /// Plans a training step: runs planner `planner_name` on `profile` under `budget_bytes`,
-/// allowing lossy `codecs` (PlannerOptions::codecs; empty: exact).
+/// allowing lossy `codecs` (PlannerOptions::codecs; empty: exact), with `gac` for the gac
+/// planner (PlannerOptions::gac).
 /// Throws InvalidArgument when the planner is unknown, or when the budget is infeasible,
 /// naming the budget, the store-all peak, the minimum feasible budget (bytes and % of the
 /// store-all peak) and `--budget`.
 Plan plan_training_step(const ChainProfile& profile, const std::string& planner_name, int64_t budget_bytes,
-                        const std::vector<Codec>& codecs = {});
+                        const std::vector<Codec>& codecs = {}, const GacOptions& gac = {});
 
 }  // namespace memento
