@@ -313,7 +313,8 @@ void run_train(const TrainArguments& args) {
     nlohmann::json evaluations_json = nlohmann::json::array();
     for (const auto& evaluation : evaluations) evaluations_json.push_back(evaluation_json(evaluation));
     print_json(
-        {{"model", args.model},
+        {{"format", "memento.train/1"},
+         {"model", args.model},
          {"parameters", model.info.parameter_count},
          {"data", data.train->describe()},
          {"planner", args.planner},

@@ -808,6 +808,91 @@ void add_plan_sweep_charts(const json& document, std::vector<ReportChart>& chart
 
 }  // namespace
 
+// A training run: the validation loss over the evaluations, and for a gac run each stage's
+// decision over the steps (a grid) and its proxy against its threshold.
+void add_train_charts(const json& document, std::vector<ReportChart>& charts) {
+  const json& evaluations = read_array(require_field(document, "evaluations", ""), "evaluations");
+  json losses = json::array();
+  for (size_t i = 0; i < evaluations.size(); ++i) {
+    const std::string path = index_path("evaluations", i);
+    const json& evaluation = read_object(evaluations[i], path);
+    losses.push_back(
+        {{"step", read_number(require_field(evaluation, "step", path), join_path(path, "step"))},
+         {"loss", read_number(require_field(evaluation, "loss", path), join_path(path, "loss"))}});
+  }
+  json loss_spec = base_spec("Validation loss over training");
+  loss_spec["height"] = 220;
+  loss_spec["data"] = {{"values", losses}};
+  loss_spec["mark"] = {{"type", "line"}, {"point", true}};
+  loss_spec["encoding"] = {{"x", {{"field", "step"}, {"type", "quantitative"}, {"title", "step"}}},
+                           {"y",
+                            {{"field", "loss"},
+                             {"type", "quantitative"},
+                             {"title", "validation loss"},
+                             {"scale", {{"zero", false}}}}}};
+  charts.push_back({"chart-train-loss", "Validation loss", loss_spec});
+  if (!has_value(document, "gac")) return;
+  const json& history =
+      read_array(require_field(read_object(document.at("gac"), "gac"), "history", "gac"), "gac.history");
+  json records = json::array();
+  for (size_t i = 0; i < history.size(); ++i) {
+    const std::string path = index_path("gac.history", i);
+    const json& record = read_object(history[i], path);
+    json row = {{"step", read_number(require_field(record, "step", path), join_path(path, "step"))},
+                {"stage", read_number(require_field(record, "stage", path), join_path(path, "stage"))},
+                {"decision", string_field(record, "decision", path)}};
+    if (has_value(record, "codec"))
+      row["decision"] = row["decision"].get<std::string>() + " " + string_field(record, "codec", path);
+    for (const char* key : {"proxy", "threshold"}) {
+      if (has_value(record, key)) row[key] = read_number(record.at(key), join_path(path, key));
+    }
+    records.push_back(row);
+  }
+  if (records.empty()) return;
+  json grid = base_spec("GAC decision of every stage at every measured step");
+  grid["height"] = 220;
+  grid["data"] = {{"values", records}};
+  grid["mark"] = {{"type", "rect"}};
+  grid["encoding"] = {
+      {"x", {{"field", "step"}, {"type", "ordinal"}, {"title", "step"}}},
+      {"y", {{"field", "stage"}, {"type", "ordinal"}, {"title", "stage"}}},
+      {"color",
+       {{"field", "decision"},
+        {"type", "nominal"},
+        {"title", "decision"},
+        {"scale",
+         {{"domain",
+           {"store", "compress bf16", "compress fp16", "compress int8", "compress int4", "recompute",
+            "freeze"}},
+          {"range", {"#2ca02c", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#ff7f0e", "#7f7f7f"}}}}}},
+      {"tooltip",
+       {{{"field", "step"}, {"type", "quantitative"}},
+        {{"field", "stage"}, {"type", "quantitative"}},
+        {{"field", "decision"}, {"type", "nominal"}},
+        {{"field", "proxy"}, {"type", "quantitative"}, {"format", ".4g"}},
+        {{"field", "threshold"}, {"type", "quantitative"}, {"format", ".4g"}}}}};
+  charts.push_back({"chart-gac-decisions", "GAC decisions per stage", grid});
+  json lines = base_spec("GAC proxy (solid) and threshold (dashed) of every stage over training");
+  lines["height"] = 260;
+  lines["data"] = {{"values", records}};
+  const json x = {{"field", "step"}, {"type", "quantitative"}, {"title", "step"}};
+  const json color = {{"field", "stage"}, {"type", "nominal"}, {"title", "stage"}};
+  lines["layer"] = {
+      {{"mark", {{"type", "line"}, {"strokeWidth", 1.5}}},
+       {"encoding",
+        {{"x", x},
+         {"color", color},
+         {"y",
+          {{"field", "proxy"},
+           {"type", "quantitative"},
+           {"title", "proxy and threshold (share of the largest)"},
+           {"scale", {{"type", "symlog"}, {"constant", 0.001}}}}}}}},
+      {{"mark", {{"type", "line"}, {"strokeWidth", 1}, {"strokeDash", {4, 3}}}},
+       {"encoding",
+        {{"x", x}, {"color", color}, {"y", {{"field", "threshold"}, {"type", "quantitative"}}}}}}};
+  charts.push_back({"chart-gac-proxies", "GAC proxies and thresholds", lines});
+}
+
 std::vector<ReportChart> build_charts(const json& document, DocumentKind kind,
                                       const HtmlReportOptions& options) {
   std::vector<ReportChart> charts;
@@ -828,6 +913,9 @@ std::vector<ReportChart> build_charts(const json& document, DocumentKind kind,
       break;
     case DocumentKind::PlanSweep:
       add_plan_sweep_charts(document, charts);
+      break;
+    case DocumentKind::Train:
+      add_train_charts(document, charts);
       break;
   }
   return charts;

@@ -278,6 +278,24 @@ std::string summary_html(const json& document, DocumentKind kind) {
       }
       break;
     }
+    case DocumentKind::Train: {
+      std::vector<std::pair<std::string, std::string>> fields = {
+          {"model", text_of(document, "model")},
+          {"data", text_of(document, "data")},
+          {"planner", text_of(document, "planner") + (has_value(document, "lossy") &&
+                                                              document.at("lossy").is_boolean() &&
+                                                              document.at("lossy").get<bool>()
+                                                          ? " (lossy: " + text_of(document, "codecs") + ")"
+                                                          : "")},
+          {"steps", text_of(document, "steps")},
+          {"budget", bytes_of(document, "budget_bytes")},
+          {"measured peak", bytes_of(document, "peak_bytes")},
+          {"final validation loss", text_of(document, "final_val_loss")}};
+      if (has_value(document, "gac") && has_value(document.at("gac"), "mode"))
+        fields.push_back({"gac mode", text_of(document.at("gac"), "mode")});
+      out << fields_list(fields);
+      break;
+    }
     case DocumentKind::PlanSweep: {
       json by_planner = json::object();
       for (const json& planner : document.at("planners")) {
@@ -324,6 +342,8 @@ const char* kind_name(DocumentKind kind) {
       return "profile report";
     case DocumentKind::PlanSweep:
       return "plan sweep";
+    case DocumentKind::Train:
+      return "training run";
   }
   return "";
 }
@@ -344,6 +364,10 @@ const ChartGroup kGroups[] = {
     {"chart-peak-vs-batch", "Peak memory against batch size",
      "Solid lines: measured peaks, dashed: predicted; the red rule is the memory cap of the search."},
     {"chart-frontier-", "Time against memory", "Each planner's trade of step time for memory."},
+    {"chart-train-", "Training", "Validation loss at every evaluation."},
+    {"chart-gac-", "Gradient-aware checkpointing",
+     "Each stage's decision at every measured step, and its gradient proxy (a share of the step's largest) "
+     "against its threshold."},
 };
 
 size_t group_of(const std::string& id) {

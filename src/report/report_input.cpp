@@ -15,7 +15,8 @@ namespace {
 
 const char* const kAcceptedFormats =
     "memento.timeline/1 (memento profile --timeline), memento.timelines/1, memento.bench/1 (memento bench "
-    "--format json), memento.profile_report/1, or the output of memento plan --sweep --format json";
+    "--format json), memento.profile_report/1, memento.train/1 (memento train --format json), or the output "
+    "of memento plan --sweep --format json";
 
 std::string type_of(const json& value) {
   if (value.is_number_integer()) return "integer " + quote_json(value);
@@ -57,6 +58,7 @@ DocumentKind detect_document(const json& document) {
   if (name == "memento.timelines/1") return DocumentKind::Timelines;
   if (name == "memento.bench/1") return DocumentKind::Bench;
   if (name == "memento.profile_report/1") return DocumentKind::ProfileReport;
+  if (name == "memento.train/1") return DocumentKind::Train;
   throw InvalidArgument("report input has format \"" + name + "\"; expected " + kAcceptedFormats);
 }
 

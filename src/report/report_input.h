@@ -16,7 +16,7 @@ namespace memento::report_detail {
 using nlohmann::json;
 
 /// The kinds of document a report accepts.
-enum class DocumentKind { Timeline, Timelines, Bench, ProfileReport, PlanSweep };
+enum class DocumentKind { Timeline, Timelines, Bench, ProfileReport, PlanSweep, Train };
 
 /// Detects the kind from the "format" field (or, for `memento plan --sweep` output, from
 /// its fields). Throws InvalidArgument listing the accepted formats otherwise.

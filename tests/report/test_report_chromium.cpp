@@ -211,6 +211,11 @@ TEST_F(ReportChromium, ProfileReportRendersEveryChart) {
               "chart-stage-bytes", "chart-frontier-measured", "chart-frontier-predicted"});
 }
 
+TEST_F(ReportChromium, GacTrainingReportRendersEveryChart) {
+  check_page("train_gac_small.json", "report_screenshot_gac.png",
+             {"chart-train-loss", "chart-gac-decisions", "chart-gac-proxies"});
+}
+
 // The checks can fail: a chart whose spec Vega-Lite rejects and a script error must show
 // up in the page's attributes and in Chromium's console log.
 TEST_F(ReportChromium, BrokenChartIsDetected) {
