@@ -167,7 +167,9 @@ void add_gac_options(CLI::App* command, GacArguments& args) {
       "gac: exact (recompute low-impact stages), lossy (pack them, needs --codecs) or freeze (stop training "
       "a "
       "prefix whose gradients stay below --gac-theta-min)");
-  add("--gac-proxy", args.proxy, "gac: gradient proxy: mag (mean |grad|), frobenius or trace");
+  add("--gac-proxy", args.proxy,
+      "gac: gradient proxy of each stage's output gradient: mag (mean |grad|), frobenius or trace; or of its "
+      "parameter gradients: param-mag or param-frobenius");
   add("--gac-threshold", args.threshold,
       "gac: ema (per stage, against its own EMA), norm-median (EMA of squared norms against alpha x median) "
       "or "

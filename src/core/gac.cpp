@@ -26,8 +26,11 @@ struct Named {
 
 constexpr Named<GacMode> kModes[] = {
     {GacMode::Exact, "exact"}, {GacMode::Lossy, "lossy"}, {GacMode::Freeze, "freeze"}};
-constexpr Named<GacProxy> kProxies[] = {
-    {GacProxy::MeanAbs, "mag"}, {GacProxy::Frobenius, "frobenius"}, {GacProxy::Trace, "trace"}};
+constexpr Named<GacProxy> kProxies[] = {{GacProxy::MeanAbs, "mag"},
+                                        {GacProxy::Frobenius, "frobenius"},
+                                        {GacProxy::Trace, "trace"},
+                                        {GacProxy::ParameterMeanAbs, "param-mag"},
+                                        {GacProxy::ParameterFrobenius, "param-frobenius"}};
 constexpr Named<GacThreshold> kThresholds[] = {
     {GacThreshold::Ema, "ema"}, {GacThreshold::NormMedian, "norm-median"}, {GacThreshold::Kind, "kind"}};
 constexpr Named<GacDecision> kDecisions[] = {{GacDecision::Store, "store"},

@@ -53,6 +53,24 @@ GradientProxyRecorder::GradientProxyRecorder(Executor& executor, int every_steps
     proxy.stage = event.op.stage;
     history_.push_back(proxy);
   };
+  // After Backward(i) the stage's parameters hold their gradient (this step's, when the
+  // gradients were zeroed before it, as the Trainer does; a weight tied to a later stage
+  // holds both stages' parts by then).
+  hooks.after_op = [this](Executor& running, const OpEvent& event) {
+    if (!recording_ || event.op.kind != OpKind::Backward || history_.empty()) return;
+    GradientProxy& proxy = history_.back();
+    if (proxy.step != steps_seen_ - 1 || proxy.stage != event.op.stage) return;
+    const auto start = std::chrono::steady_clock::now();
+    TensorList gradients;
+    for (const torch::Tensor& parameter : running.chain().stage(event.op.stage).parameters()) {
+      gradients.push_back(parameter.grad());
+    }
+    const GradientProxy parameters = gradient_proxy(gradients);
+    proxy_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (parameters.values == 0) return;
+    proxy.parameter_mean_abs = parameters.mean_abs;
+    proxy.parameter_frobenius = parameters.frobenius;
+  };
   hook_id_ = executor_.add_hooks(std::move(hooks));
 }
 

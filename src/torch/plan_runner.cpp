@@ -44,6 +44,10 @@ double proxy_value(const GradientProxy& proxy, GacProxy kind) {
       return proxy.frobenius;
     case GacProxy::Trace:
       return proxy.trace;
+    case GacProxy::ParameterMeanAbs:
+      return proxy.parameter_mean_abs;
+    case GacProxy::ParameterFrobenius:
+      return proxy.parameter_frobenius;
     default:
       return proxy.mean_abs;
   }

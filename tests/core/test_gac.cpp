@@ -32,7 +32,8 @@ GacOptions no_spare(GacOptions options = {}) {
 TEST(GacNames, RoundTripAndUnknownNamesListTheValidOnes) {
   for (GacMode mode : {GacMode::Exact, GacMode::Lossy, GacMode::Freeze})
     EXPECT_EQ(gac_mode_from_name(gac_mode_name(mode)), mode);
-  for (GacProxy proxy : {GacProxy::MeanAbs, GacProxy::Frobenius, GacProxy::Trace})
+  for (GacProxy proxy : {GacProxy::MeanAbs, GacProxy::Frobenius, GacProxy::Trace, GacProxy::ParameterMeanAbs,
+                         GacProxy::ParameterFrobenius})
     EXPECT_EQ(gac_proxy_from_name(gac_proxy_name(proxy)), proxy);
   for (GacThreshold threshold : {GacThreshold::Ema, GacThreshold::NormMedian, GacThreshold::Kind})
     EXPECT_EQ(gac_threshold_from_name(gac_threshold_name(threshold)), threshold);

@@ -41,6 +41,13 @@ std::map<int, GradientProxy> plain_proxies(testing::TinyModel& model, const Batc
     TensorList gradients;
     for (const torch::Tensor& t : outputs[i]) gradients.push_back(t.grad());
     proxies[i] = gradient_proxy(gradients);
+    TensorList parameter_gradients;
+    for (const torch::Tensor& p : model.chain->stage(i).parameters()) parameter_gradients.push_back(p.grad());
+    const GradientProxy parameters = gradient_proxy(parameter_gradients);
+    if (parameters.values > 0) {  // a stage without parameters has no parameter proxy (NaN)
+      proxies[i].parameter_mean_abs = parameters.mean_abs;
+      proxies[i].parameter_frobenius = parameters.frobenius;
+    }
   }
   return proxies;
 }
@@ -69,6 +76,11 @@ TEST(GradientProxies, EqualPlainAutogradsAndLeaveGradientsBitIdentical) {
       EXPECT_DOUBLE_EQ(proxy.mean_abs, expected.mean_abs) << "stage " << proxy.stage;
       EXPECT_DOUBLE_EQ(proxy.frobenius, expected.frobenius) << "stage " << proxy.stage;
       EXPECT_NEAR(proxy.trace, proxy.frobenius * proxy.frobenius, 1e-12 * proxy.trace);
+      EXPECT_EQ(std::isnan(proxy.parameter_mean_abs), std::isnan(expected.parameter_mean_abs));
+      if (!std::isnan(expected.parameter_mean_abs)) {
+        EXPECT_DOUBLE_EQ(proxy.parameter_mean_abs, expected.parameter_mean_abs) << "stage " << proxy.stage;
+        EXPECT_DOUBLE_EQ(proxy.parameter_frobenius, expected.parameter_frobenius) << "stage " << proxy.stage;
+      }
       EXPECT_GT(proxy.mean_abs, 0) << "stage " << proxy.stage;
     }
     EXPECT_GE(recorder.proxy_s(), 0);

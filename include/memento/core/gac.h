@@ -59,15 +59,18 @@ namespace memento {
 
 /// What GAC decides per stage.
 enum class GacMode { Exact, Lossy, Freeze };
-/// Which proxy of GradientProxy drives the decisions: mean absolute value (MAG),
-/// Frobenius norm, or the trace Tr(∇ᵀ∇) (= the squared Frobenius norm).
-enum class GacProxy { MeanAbs, Frobenius, Trace };
+/// Which proxy of GradientProxy drives the decisions: of the stage's output gradient, its
+/// mean absolute value (MAG), Frobenius norm, or the trace Tr(∇ᵀ∇) (= the squared Frobenius
+/// norm); or of the stage's parameter gradients, MAG or Frobenius norm (AutoFreeze's kind
+/// of signal; a stage without parameters has none).
+enum class GacProxy { MeanAbs, Frobenius, Trace, ParameterMeanAbs, ParameterFrobenius };
 /// Threshold family (see the file comment).
 enum class GacThreshold { Ema, NormMedian, Kind };
 /// One stage's storage decision in one step.
 enum class GacDecision { Store, Compress, Recompute, Freeze };
 
-/// Names: "exact", "lossy", "freeze"; "mag", "frobenius", "trace"; "ema", "norm-median",
+/// Names: "exact", "lossy", "freeze"; "mag", "frobenius", "trace", "param-mag",
+/// "param-frobenius"; "ema", "norm-median",
 /// "kind"; "store", "compress", "recompute", "freeze". The from_name functions throw
 /// InvalidArgument listing the valid names.
 const char* gac_mode_name(GacMode mode);

@@ -15,6 +15,7 @@
 /// \endcode
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "memento/torch/chain.h"
@@ -32,15 +33,19 @@ struct GradientProxy {
   double frobenius = 0;  ///< ||d||_F
   double trace = 0;      ///< Tr(dᵀd) as the design documents list it; it equals ||d||_F²
   int64_t values = 0;    ///< number of values of d_{i+1}
+  /// MAG and Frobenius norm of the stage's parameter gradients right after its Backward
+  /// (the parameter-group proxies); NaN for a stage without parameters.
+  double parameter_mean_abs = std::numeric_limits<double>::quiet_NaN();
+  double parameter_frobenius = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// The proxies of `gradients` (undefined and non-floating tensors skipped); step and stage 0.
 GradientProxy gradient_proxy(const TensorList& gradients);
 
-/// Records GradientProxy for every stage of every `every_steps`-th step an Executor runs,
-/// through a hook added to it (removed again by the destructor; the executor must outlive
-/// the recorder). Stages whose output gradient holds no floating-point value (an integer
-/// output) are left out.
+/// Records GradientProxy (output gradient and parameter gradients) for every stage of every `every_steps`-th
+/// step an Executor runs, through a hook added to it (removed again by the destructor; the executor must
+/// outlive the recorder). Stages whose output gradient holds no floating-point value (an integer output) are
+/// left out.
 class GradientProxyRecorder {
  public:
   /// Throws InvalidArgument when `every_steps` < 1.
