@@ -279,13 +279,14 @@ void run_train(const TrainArguments& args) {
   ProgressBar progress(log, args.steps, interactive, data.train->item_unit());
   progress.message("step " + std::to_string(initial.step) + ": val loss " + format_loss(initial.loss));
 
-  int64_t peak_bytes = 0, items = 0, recompute_count = 0;
+  int64_t peak_bytes = 0, last_step_peak_bytes = 0, items = 0, recompute_count = 0;
   double train_s = 0;
   std::vector<double> compute_s;
   while (!trainer.finished()) {
     const TrainStep step = trainer.train_step();
     progress.update(step);
     peak_bytes = std::max(peak_bytes, step.peak_bytes);
+    last_step_peak_bytes = step.peak_bytes;
     items += step.items;
     train_s += step.step_s;
     compute_s.push_back(step.compute_s);
@@ -330,6 +331,7 @@ void run_train(const TrainArguments& args) {
          {"final_val_accuracy", evaluation_json(final_evaluation)["accuracy"]},
          {"budget_bytes", budget_bytes},
          {"peak_bytes", peak_bytes},
+         {"last_step_peak_bytes", last_step_peak_bytes},
          {"predicted_peak_bytes", plan.predicted_peak_bytes},
          {"store_all_peak_bytes", store_all_bytes},
          {"store_all_measured_peak_bytes", comparison.store_all_peak_bytes},

@@ -42,7 +42,7 @@ run() {  # name, then memento arguments (a subcommand first); a complete JSON is
 run bench-block bench --model gpt-mini --planners store-all,uniform,dtr,optimal,gac --budgets 60%,min \
   --codecs int8 --steps 5 --quiet
 run bench-fine bench --model gpt-mini --granularity fine --planners store-all,selective,uniform,dtr,optimal,gac \
-  --budgets 75% --codecs int8 --steps 5 --quiet
+  --budgets 63%,75% --codecs int8 --steps 5 --quiet
 
 # 2. Training on real text and images, same seed and steps.
 gpt=(train --model gpt-mini --data "$text" --steps "$steps" --eval-every 50 --seed 1)

@@ -62,6 +62,16 @@ def late_recompute_share(doc):
     return len(given_up) / len(late), len(below) / len(late)
 
 
+def flip_rate(doc):
+    """How often a stage's decision changes from one measured step to the next."""
+    by_stage = {}
+    for r in doc["gac"]["history"]:
+        by_stage.setdefault(r["stage"], []).append(r["decision"] + str(r.get("codec", "")))
+    changes = sum(sum(a != b for a, b in zip(v, v[1:])) for v in by_stage.values())
+    pairs = sum(max(len(v) - 1, 0) for v in by_stage.values())
+    return changes / pairs if pairs else None
+
+
 def critical_stages(doc):
     """Stages stored as above-threshold in more than half of the late records."""
     history = doc["gac"]["history"]
@@ -96,17 +106,18 @@ def train_table(names):
 
 def ablation_table():
     names = sorted(n[:-5] for n in os.listdir(out) if n.startswith("ablation-") and n.endswith(".json"))
-    lines = ["| ablation | mode | measured peak | median step ms | late stages given up | late below threshold | "
-             "critical stages (late) | final val loss | proxy share |",
+    lines = ["| ablation | mode | last step's measured peak | late stages given up | late below threshold | "
+             "critical stages (late) | decision flips | final val loss | proxy share |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         d = load(name)
         if not d:
             continue
         given_up, below = late_recompute_share(d)
-        lines.append(f"| {name[9:]} | {d['gac']['mode']} | {pct(d['peak_bytes'] / d['store_all_peak_bytes'])} | "
-                     f"{1000 * d['median_train_compute_s']:.0f} | {pct(given_up)} | {pct(below)} | "
-                     f"{critical_stages(d)} | {d['final_val_loss']:.4f} | {pct(d['gac']['proxy_share_of_compute'])} |")
+        lines.append(f"| {name[9:]} | {d['gac']['mode']} | {pct(d['last_step_peak_bytes'] / d['store_all_peak_bytes'])} | "
+                     f"{pct(given_up)} | {pct(below)} | "
+                     f"{critical_stages(d)} | {pct(flip_rate(d))} | {d['final_val_loss']:.4f} | "
+                     f"{pct(d['gac']['proxy_share_of_compute'])} |")
     return "\n".join(lines) + "\n"
 
 

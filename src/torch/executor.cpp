@@ -254,8 +254,23 @@ int64_t Executor::activation_bytes(int activation) const {
   return distinct_storage_bytes(state().activation(activation));
 }
 
+namespace {
+
+// Evictions come from hooks that act; with observers only, the in-place guards were set
+// for the schedule alone and an eviction could make a later op read a modified input.
+void require_acting_hooks_impl(bool hooked) {
+  if (!hooked) {
+    throw RuntimeError(
+        "evictions need hooks installed without ExecutorHooks::observe_only (these guard every available "
+        "activation against in-place writes)");
+  }
+}
+
+}  // namespace
+
 void Executor::evict(int activation) {
   State& s = state();
+  require_acting_hooks_impl(s.hooked);
   const std::string name = "a_" + std::to_string(activation);
   if (activation < 1 || activation > s.length) {
     throw ScheduleError("cannot evict " + name + ": only a_1 .. a_" + std::to_string(s.length) +
@@ -271,6 +286,7 @@ void Executor::evict(int activation) {
 
 void Executor::evict_graph(int stage) {
   State& s = state();
+  require_acting_hooks_impl(s.hooked);
   if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
     throw ScheduleError("cannot evict the graph of stage " + std::to_string(stage) + ": it is not alive");
   }
@@ -279,6 +295,7 @@ void Executor::evict_graph(int stage) {
 
 void Executor::shrink_graph(int stage) {
   State& s = state();
+  require_acting_hooks_impl(s.hooked);
   if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
     throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) + ": it is not alive");
   }
@@ -348,7 +365,8 @@ void Executor::begin_state(const Schedule& schedule, Batch batch, bool in_caller
   s.length = length;
   s.batch = std::move(batch);
   s.in_caller_graph = in_caller_graph;
-  s.hooked = !hooks_.empty();
+  s.hooked =
+      std::any_of(hooks_.begin(), hooks_.end(), [](const auto& entry) { return !entry.second.observe_only; });
   s.stored.assign(length + 1, std::nullopt);
   s.graphs.assign(length, std::nullopt);
   s.gradients.assign(length + 1, std::nullopt);

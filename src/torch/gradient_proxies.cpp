@@ -71,6 +71,7 @@ GradientProxyRecorder::GradientProxyRecorder(Executor& executor, int every_steps
     proxy.parameter_mean_abs = parameters.mean_abs;
     proxy.parameter_frobenius = parameters.frobenius;
   };
+  hooks.observe_only = true;
   hook_id_ = executor_.add_hooks(std::move(hooks));
 }
 

@@ -360,6 +360,7 @@ MemoryTimeline record_timeline(Executor& executor, const Plan& plan, const Chain
   ExecutorHooks hooks;
   hooks.before_op = [&recorder](Executor& ex, const OpEvent& event) { recorder.before_op(ex, event); };
   hooks.after_op = [&recorder](Executor& ex, const OpEvent& event) { recorder.after_op(ex, event); };
+  hooks.observe_only = true;  // the timeline shows the step as it runs without it
   // Added before the runner installs a plan's run-time policy, so that the policy's
   // evictions fall between this recorder's op spans rather than inside them.
   attachments.hooks_id = executor.add_hooks(std::move(hooks));

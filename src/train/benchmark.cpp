@@ -90,6 +90,7 @@ ExecutorHooks tally_hooks(RecomputeTally& tally) {
     tally.forward_s += stage.forward_s;
     tally.flops += stage.flops;
   };
+  hooks.observe_only = true;
   return hooks;
 }
 
@@ -145,6 +146,7 @@ struct Measurement {
   GradientComparison gradients;
   bool compared = false;
   std::string error;
+  std::vector<Codec> codecs_used;  // of the last step's schedule (a gac policy's changes)
 };
 
 // The key under which rows share a measurement: the same ops give the same step.
@@ -152,7 +154,8 @@ std::string measurement_key(const Plan& plan) {
   // A run-time policy's schedule is its simulated run, not what executes: its rows share
   // a measurement only with the same policy at the same budget.
   if (plan.runtime_policy.empty()) return to_string(plan.schedule);
-  return plan.runtime_policy + "@" + std::to_string(plan.budget_bytes) + ": " + to_string(plan.schedule);
+  return plan.runtime_policy + "@" + std::to_string(plan.budget_bytes) + " " + codec_list_name(plan.codecs) +
+         ": " + to_string(plan.schedule);
 }
 
 class Measurer {
@@ -173,11 +176,9 @@ class Measurer {
     try {
       setup_.state->reset(step_seed_);
       tally_.reset();
-      StepResult result;
-      {
-        PlanRunner runner(executor_, measurement.plan, setup_.profile);
-        result = runner.step(setup_.batch);
-      }
+      PlanRunner& runner = runner_of(measurement);
+      measurement.codecs_used = codecs_used(runner.executed_schedule());
+      const StepResult result = runner.step(setup_.batch);
       const int64_t peak_bytes = result.peak_bytes - result.start_bytes + setup_.profile.fixed_bytes;
       measurement.peak_bytes = std::max(measurement.peak_bytes, peak_bytes);
       measurement.recompute_count = result.recompute_count;
@@ -187,7 +188,8 @@ class Measurer {
         measurement.step_s.push_back(result.step_s);
         measurement.recompute_s.push_back(result.recompute_s);
       }
-      if (!measurement.compared) {
+      // A policy's schedule may change from step to step: its last step is compared.
+      if (!measurement.compared || !measurement.plan.runtime_policy.empty()) {
         std::vector<torch::Tensor> grads = setup_.state->gradients();
         if (is_reference) reference_ = std::move(grads);
         measurement.gradients = compare_gradients(is_reference ? reference_ : grads, reference_);
@@ -206,6 +208,15 @@ class Measurer {
   RecomputeTally tally_;
   int hooks_id_ = -1;
   std::vector<torch::Tensor> reference_;
+  // One runner per measurement for all its steps, so a policy that learns across steps
+  // (gac) runs as in training; they go before the executor they run on.
+  std::map<const Measurement*, std::unique_ptr<PlanRunner>> runners_;
+
+  PlanRunner& runner_of(const Measurement& measurement) {
+    std::unique_ptr<PlanRunner>& runner = runners_[&measurement];
+    if (!runner) runner = std::make_unique<PlanRunner>(executor_, measurement.plan, setup_.profile);
+    return *runner;
+  }
 };
 
 void report(const BenchOptions& options, const std::string& line) {
@@ -589,6 +600,7 @@ BenchResult run_bench(const BenchOptions& options) {
       row.recompute_ratio = total_forward_s > 0 ? measured.recompute_forward_s / total_forward_s : 0;
       row.recompute_flops = measured.recompute_flops;
       row.grad_cosine = measured.gradients.cosine;
+      row.codecs_used = measured.codecs_used;
       row.grad_rel_l2 = measured.gradients.rel_l2;
       const double limit_bytes = static_cast<double>(row.budget_bytes) * (1 + kBudgetTolerance);
       if (static_cast<double>(row.measured_peak_bytes) > limit_bytes) {

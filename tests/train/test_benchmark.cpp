@@ -98,6 +98,27 @@ TEST(BenchRun, OneRowPerPlannerAndBudgetFromIdenticalState) {
   }
 }
 
+// A run-time policy that learns across steps keeps one runner over the measured steps: a
+// lossy gac row, exact in its first step (no gradients seen yet), packs once it has
+// seen one, and says so; its exact twin at the same budget is measured apart.
+TEST(BenchRun, GacRowsLearnAcrossTheirStepsAndLabelWhatTheyPacked) {
+  memento::BenchOptions options("gpt-nano");
+  options.batch_size(4).seq_len(16).warmup_steps(1).seed(3);
+  options.planners({"store-all", "gac"}).budgets({"85%"}).codecs({memento::Codec::Int8}).steps(3);
+  const memento::BenchResult result = memento::run_bench(options);
+  std::vector<const memento::BenchRow*> gac;
+  for (const memento::BenchRow& row : result.rows) {
+    if (row.planner == "gac") gac.push_back(&row);
+  }
+  ASSERT_EQ(gac.size(), 2u);
+  EXPECT_TRUE(gac[0]->codecs_used.empty());
+  EXPECT_EQ(gac[0]->grad_cosine, 1.0);
+  ASSERT_EQ(gac[1]->status, "ok") << gac[1]->message;
+  EXPECT_EQ(gac[1]->codecs_used, std::vector<memento::Codec>{memento::Codec::Int8})
+      << "below-threshold stages are packed once proxies exist";
+  EXPECT_LT(gac[1]->grad_cosine, 1.0);
+}
+
 TEST(BenchRun, JsonFollowsTheBenchFormat) {
   memento::BenchOptions options = tiny_options();
   options.planners({"store-all", "recompute-all"}).budgets({"100%"}).steps(1).warmup_steps(0);

@@ -85,10 +85,16 @@ struct OpEvent {
 };
 
 /// Callbacks around every op (schedule ops and on-demand recomputations). Empty
-/// functions are skipped. Hooks may call the executor's eviction and recompute methods.
+/// functions are skipped. Hooks may call the executor's eviction and recompute methods,
+/// unless they are `observe_only`.
 struct ExecutorHooks {
   std::function<void(class Executor&, const OpEvent&)> before_op;
   std::function<void(class Executor&, const OpEvent&)> after_op;
+  /// The hooks only read (gradient proxies, timelines, counters): they never evict or
+  /// recompute, so the executor keeps guarding in-place writes by the schedule alone, as
+  /// without hooks (acting hooks make it guard every available activation, which copies
+  /// more). evict(), evict_graph() and shrink_graph() throw when only observers are installed.
+  bool observe_only = false;
 };
 
 /// Interprets schedules for one chain and loss. A new schedule may be given every step.
