@@ -11,14 +11,7 @@ build_dir=${1:?build directory}
 out_dir=${2:?output directory}
 steps=${3:-200}
 memento="$build_dir/bin/memento"
-fortunes=/usr/share/games/fortunes
-fashion=/usr/share/datasets/fashion-mnist
-for needed in "$fortunes/literature" "$fashion/train-images-idx3-ubyte.gz"; do
-  [ -e "$needed" ] || { echo "missing $needed: apt-get install fortunes dataset-fashion-mnist" >&2; exit 2; }
-done
-mkdir -p "$out_dir"
-text="$out_dir/fortunes.txt"
-find "$fortunes" -maxdepth 1 -type f ! -name '*.dat' | sort | xargs cat > "$text"
+source "$(dirname "$0")/../real_data.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # Freed pages stay with the process, so step times do not carry the kernel's fresh-page cost.
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184}

@@ -12,15 +12,7 @@ out_dir=${2:?output directory}
 steps=${3:-300}
 seeds=${4:-1}
 memento="$build_dir/bin/memento"
-fortunes=/usr/share/games/fortunes
-fashion=/usr/share/datasets/fashion-mnist
-for needed in "$fortunes/literature" "$fashion/train-images-idx3-ubyte.gz"; do
-  [ -e "$needed" ] || { echo "missing $needed: apt-get install fortunes dataset-fashion-mnist" >&2; exit 2; }
-done
-mkdir -p "$out_dir"
-# The English fortune files, one text (the .dat indexes and .u8 links left out).
-text="$out_dir/fortunes.txt"
-find "$fortunes" -maxdepth 1 -type f ! -name '*.dat' | sort | xargs cat > "$text"
+source "$(dirname "$0")/../real_data.sh"
 
 run() {  # name, seed, then memento train arguments; a complete JSON is kept (rerun to resume)
   local name=$1 seed=$2; shift 2
