@@ -27,8 +27,10 @@ def mib(b):
 
 
 def label(row):
-    lossy = row.get("lossy")
-    return row["planner"] + (f" (lossy: {row.get('codecs_used')})" if lossy else "")
+    if row.get("lossy"):
+        return row["planner"] + f" (lossy: {row.get('codecs_used')})"
+    allowed = row.get("codecs", "none")
+    return row["planner"] + ("" if allowed == "none" else f" ({allowed} allowed, none used)")
 
 
 def bench_table(name):
