@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -172,11 +173,10 @@ void add_gac_options(CLI::App* command, GacArguments& args) {
       "parameter gradients: param-mag or param-frobenius");
   add("--gac-threshold", args.threshold,
       "gac: ema (per stage, against its own EMA), norm-median (EMA of squared norms against alpha x median) "
-      "or "
-      "kind (the median per layer kind)");
+      "or kind (the median per layer kind)");
   add("--gac-alpha", args.alpha,
-      "gac: ema weight in (0, 1] (default 0.8) or median multiplier in [0.5, 2] "
-      "(default 1); negative: the threshold's default");
+      "gac: ema weight in (0, 1] (default 0.8) or median multiplier in [0.5, 2] (default 1); negative: the "
+      "threshold's default");
   add("--gac-beta", args.beta, "gac: EMA weight of the squared norms, in [0.9, 0.99]");
   add("--gac-temporal-beta", args.temporal_beta,
       "gac: thresholds scale by 1 + beta x (relative validation improvement) / T; 0 disables");
@@ -217,13 +217,17 @@ GacOptions read_gac_options(const GacArguments& args, const std::string& planner
   options.temporal_beta = args.temporal_beta;
   options.temperature = args.temperature;
   options.theta_min = args.theta_min;
-  if (args.every < 1 || args.every > 1000000000)
-    throw InvalidArgument("--gac-every must be at least 1, got " + std::to_string(args.every));
-  if (args.freeze_after < 1 || args.freeze_after > 1000000000) {
-    throw InvalidArgument("--gac-freeze-after must be at least 1, got " + std::to_string(args.freeze_after));
-  }
-  options.every_steps = static_cast<int>(args.every);
-  options.freeze_after = static_cast<int>(args.freeze_after);
+  // GacOptions::validate() checks the ranges; only what does not fit its int is refused here.
+  auto counter = [](int64_t value, const std::string& option) {
+    constexpr int64_t kLargest = std::numeric_limits<int>::max();
+    if (value > kLargest) {
+      throw InvalidArgument(option + " must be at most " + std::to_string(kLargest) + ", got " +
+                            std::to_string(value));
+    }
+    return static_cast<int>(std::max<int64_t>(value, std::numeric_limits<int>::min()));
+  };
+  options.every_steps = counter(args.every, "--gac-every");
+  options.freeze_after = counter(args.freeze_after, "--gac-freeze-after");
   if (args.spare != "store" && args.spare != "none") {
     throw InvalidArgument("--gac-spare must be store or none, got \"" + args.spare + "\"");
   }

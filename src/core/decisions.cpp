@@ -4,6 +4,7 @@
 #include <string>
 
 #include "memento/core/error.h"
+#include "memento/core/gac.h"
 
 namespace memento {
 namespace detail {
@@ -15,20 +16,12 @@ Schedule schedule_from_decisions(const ChainProfile& profile, const std::vector<
                           " decisions for a chain of " + std::to_string(length) +
                           " stages; give exactly one keep/recompute decision per stage");
   }
-  Schedule schedule;
-  schedule.reserve(2 * static_cast<size_t>(length) + 1 + static_cast<size_t>(count_recomputed(decisions)));
-  for (int i = 0; i < length; ++i) {
-    // Fc rather than Fn: a recomputed stage's input must survive until its backward
-    // (Fn would drop the copy a recomputed predecessor stored).
-    schedule.push_back(decisions[i] == StageDecision::Keep ? Op::forward_with_graph(i)
-                                                           : Op::forward_checkpoint(i));
-  }
-  schedule.push_back(Op::loss());
-  for (int i = length - 1; i >= 0; --i) {
-    if (decisions[i] == StageDecision::Recompute) schedule.push_back(Op::forward_with_graph(i));
-    schedule.push_back(Op::backward(i));
-  }
-  return schedule;
+  // One place for how per-stage decisions become ops: GAC's, of which keep/recompute is a part.
+  std::vector<GacDecision> stages;
+  stages.reserve(decisions.size());
+  for (StageDecision decision : decisions)
+    stages.push_back(decision == StageDecision::Keep ? GacDecision::Store : GacDecision::Recompute);
+  return gac_schedule(profile, stages, std::vector<Codec>(decisions.size(), Codec::None));
 }
 
 int64_t stage_held_bytes(const StageProfile& stage, StageDecision decision) {

@@ -422,10 +422,10 @@ void GacController::decide(const std::vector<double>& importance, std::vector<st
   std::vector<int> intended(decisions_.size());
   for (int i = 0; i < length; ++i) intended[static_cast<size_t>(i)] = level_of(i);
   const std::vector<std::string> intended_reasons = reasons;
-  enforce_budget(importance, reasons);
+  const std::vector<char> given_up = enforce_budget(importance, reasons);
   // A stage given up that did not lower the peak (the peak was elsewhere) gets its storage
   // back; with fill_spare_memory every stage below its threshold may, most important first.
-  fill_spare(importance, reasons, /*budget_victims_only=*/!options_.fill_spare_memory);
+  fill_spare(importance, given_up, reasons, /*given_up_only=*/!options_.fill_spare_memory);
   for (int i = frozen_; i < length; ++i) {
     if (level_of(i) == intended[static_cast<size_t>(i)])
       reasons[static_cast<size_t>(i)] = intended_reasons[i];
@@ -450,7 +450,9 @@ std::vector<int> GacController::give_up_order(const std::vector<double>& importa
   return order;
 }
 
-void GacController::enforce_budget(const std::vector<double>& importance, std::vector<std::string>& reasons) {
+std::vector<char> GacController::enforce_budget(const std::vector<double>& importance,
+                                                std::vector<std::string>& reasons) {
+  std::vector<char> given_up(importance.size(), 0);
   const std::vector<int> order = give_up_order(importance);
   while (current_peak_bytes() > budget_bytes_) {
     bool stepped = false;
@@ -458,20 +460,22 @@ void GacController::enforce_budget(const std::vector<double>& importance, std::v
       if (level_of(i) == levels() - 1) continue;
       set_level(i, level_of(i) + 1);
       reasons[static_cast<size_t>(i)] = "budget";
+      given_up[static_cast<size_t>(i)] = 1;
       stepped = true;
       break;
     }
-    if (!stepped) return;  // everything recomputed: the least budget is above this one
+    if (!stepped) break;  // everything recomputed: the least budget is above this one
   }
+  return given_up;
 }
 
-void GacController::fill_spare(const std::vector<double>& importance, std::vector<std::string>& reasons,
-                               bool budget_victims_only) {
+void GacController::fill_spare(const std::vector<double>& importance, const std::vector<char>& given_up,
+                               std::vector<std::string>& reasons, bool given_up_only) {
   std::vector<int> order = give_up_order(importance);
   std::reverse(order.begin(), order.end());
   for (int i : order) {
-    if (budget_victims_only && reasons[static_cast<size_t>(i)] != "budget") continue;
-    const bool victim = reasons[static_cast<size_t>(i)] == "budget";
+    const bool victim = given_up[static_cast<size_t>(i)] != 0;
+    if (given_up_only && !victim) continue;
     while (level_of(i) > 0) {
       const int level = level_of(i);
       set_level(i, level - 1);

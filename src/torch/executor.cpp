@@ -258,7 +258,7 @@ namespace {
 
 // Evictions come from hooks that act; with observers only, the in-place guards were set
 // for the schedule alone and an eviction could make a later op read a modified input.
-void require_acting_hooks_impl(bool hooked) {
+void require_acting_hooks(bool hooked) {
   if (!hooked) {
     throw RuntimeError(
         "evictions need hooks installed without ExecutorHooks::observe_only (these guard every available "
@@ -270,7 +270,7 @@ void require_acting_hooks_impl(bool hooked) {
 
 void Executor::evict(int activation) {
   State& s = state();
-  require_acting_hooks_impl(s.hooked);
+  require_acting_hooks(s.hooked);
   const std::string name = "a_" + std::to_string(activation);
   if (activation < 1 || activation > s.length) {
     throw ScheduleError("cannot evict " + name + ": only a_1 .. a_" + std::to_string(s.length) +
@@ -286,7 +286,7 @@ void Executor::evict(int activation) {
 
 void Executor::evict_graph(int stage) {
   State& s = state();
-  require_acting_hooks_impl(s.hooked);
+  require_acting_hooks(s.hooked);
   if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
     throw ScheduleError("cannot evict the graph of stage " + std::to_string(stage) + ": it is not alive");
   }
@@ -295,7 +295,7 @@ void Executor::evict_graph(int stage) {
 
 void Executor::shrink_graph(int stage) {
   State& s = state();
-  require_acting_hooks_impl(s.hooked);
+  require_acting_hooks(s.hooked);
   if (stage < 0 || stage >= s.length || !s.graphs[stage]) {
     throw ScheduleError("cannot shrink the graph of stage " + std::to_string(stage) + ": it is not alive");
   }

@@ -172,9 +172,9 @@ class GacController {
   void update_freeze(const std::vector<double>& share);
   void decide(const std::vector<double>& importance, std::vector<std::string>& reasons);
   std::vector<int> give_up_order(const std::vector<double>& importance) const;
-  void enforce_budget(const std::vector<double>& importance, std::vector<std::string>& reasons);
-  void fill_spare(const std::vector<double>& importance, std::vector<std::string>& reasons,
-                  bool budget_victims_only);
+  std::vector<char> enforce_budget(const std::vector<double>& importance, std::vector<std::string>& reasons);
+  void fill_spare(const std::vector<double>& importance, const std::vector<char>& given_up,
+                  std::vector<std::string>& reasons, bool given_up_only);
 
   ChainProfile profile_;
   int64_t budget_bytes_;
