@@ -425,7 +425,10 @@ void GacController::decide(const std::vector<double>& importance, std::vector<st
   const std::vector<char> given_up = enforce_budget(importance, reasons);
   // A stage given up that did not lower the peak (the peak was elsewhere) gets its storage
   // back; with fill_spare_memory every stage below its threshold may, most important first.
-  fill_spare(importance, given_up, reasons, /*given_up_only=*/!options_.fill_spare_memory);
+  // Without it a stage given up climbs back no further than its own tier.
+  std::vector<int> ceiling(intended.size(), 0);
+  if (!options_.fill_spare_memory) ceiling = intended;
+  fill_spare(importance, given_up, ceiling, reasons, /*given_up_only=*/!options_.fill_spare_memory);
   for (int i = frozen_; i < length; ++i) {
     if (level_of(i) == intended[static_cast<size_t>(i)])
       reasons[static_cast<size_t>(i)] = intended_reasons[i];
@@ -470,13 +473,14 @@ std::vector<char> GacController::enforce_budget(const std::vector<double>& impor
 }
 
 void GacController::fill_spare(const std::vector<double>& importance, const std::vector<char>& given_up,
-                               std::vector<std::string>& reasons, bool given_up_only) {
+                               const std::vector<int>& ceiling, std::vector<std::string>& reasons,
+                               bool given_up_only) {
   std::vector<int> order = give_up_order(importance);
   std::reverse(order.begin(), order.end());
   for (int i : order) {
     const bool victim = given_up[static_cast<size_t>(i)] != 0;
     if (given_up_only && !victim) continue;
-    while (level_of(i) > 0) {
+    while (level_of(i) > ceiling[static_cast<size_t>(i)]) {
       const int level = level_of(i);
       set_level(i, level - 1);
       if (current_peak_bytes() > budget_bytes_) {

@@ -249,6 +249,31 @@ TEST(GacController, OverBudgetTheLeastImportantStoredStageIsGivenUpFirst) {
   EXPECT_LE(simulate(profile, gac.schedule()).peak_bytes, all - 500);
 }
 
+TEST(GacController, WithoutSpareMemoryNoBelowThresholdStageEndsMoreExactThanItsTier) {
+  std::mt19937_64 rng(21);
+  GacOptions options = no_spare();
+  options.threshold = GacThreshold::NormMedian;
+  int checked = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int length = static_cast<int>(testing::uniform_int(rng, 2, 7));
+    ChainProfile profile = testing::random_profile(rng, length);
+    testing::add_lossy_costs(rng, profile, Codec::BF16, 0.5);
+    testing::add_lossy_costs(rng, profile, Codec::Int4, 0.14);
+    const int64_t budget = testing::random_budget(rng, profile);
+    if (GacController(profile, store_all_peak(profile), {}).least_budget_bytes() > budget) continue;
+    GacController gac(profile, budget, options, {Codec::BF16, Codec::Int4});
+    std::vector<double> proxies;
+    for (int i = 0; i < length; ++i) proxies.push_back(testing::log_uniform(rng, 1e-4, 1.0));
+    gac.observe(1, proxies);
+    for (const GacRecord& record : gac.history()) {
+      if (record.proxy > record.threshold) continue;
+      EXPECT_NE(record.decision, GacDecision::Store) << "stage " << record.stage << ": " << record.reason;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 100);
+}
+
 TEST(GacController, SpareMemoryKeepsTheMostImportantBelowThresholdStages) {
   std::mt19937_64 rng(16);
   const ChainProfile profile = testing::random_profile(rng, 4);

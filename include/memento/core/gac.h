@@ -174,7 +174,7 @@ class GacController {
   std::vector<int> give_up_order(const std::vector<double>& importance) const;
   std::vector<char> enforce_budget(const std::vector<double>& importance, std::vector<std::string>& reasons);
   void fill_spare(const std::vector<double>& importance, const std::vector<char>& given_up,
-                  std::vector<std::string>& reasons, bool given_up_only);
+                  const std::vector<int>& ceiling, std::vector<std::string>& reasons, bool given_up_only);
 
   ChainProfile profile_;
   int64_t budget_bytes_;
