@@ -46,6 +46,12 @@ struct TrainArguments {
   uint64_t seed = 0;
   std::string format = "text";
   std::string data;
+  // 0: the zoo model's own shape.
+  int64_t layers = 0;
+  int64_t hidden = 0;
+  int64_t heads = 0;
+  int64_t patch_size = 0;
+  std::string granularity = "block";
   GacArguments gac;
 };
 
@@ -55,7 +61,10 @@ struct DataSets {
 };
 
 bool is_language_model(const ModelInfo& info) {
-  return info.family == "gpt";
+  return info.family == "gpt" || info.family == "bert";
+}
+bool is_masked_language_model(const ModelInfo& info) {
+  return info.family == "bert";
 }
 bool is_image_model(const ModelInfo& info) {
   return info.family == "resnet" || info.family == "vit";
@@ -71,6 +80,10 @@ DataSets load_data(const TrainArguments& args, const ModelInfo& info) {
     } else {
       bytes = read_text_file(args.data);
       source = args.data;
+    }
+    if (is_masked_language_model(info)) {
+      MaskedTextSplit split = split_masked_text(bytes, source, args.seq_len, args.seed);
+      return {split.train, split.validation};
     }
     TextSplit split = split_text(bytes, source, args.seq_len);
     return {split.train, split.validation};
@@ -191,6 +204,12 @@ void run_train(const TrainArguments& args) {
   require_at_least(args.seq_len, 2, "--seq-len");
   require_at_least(args.eval_every, 0, "--eval-every");
   require_at_least(args.compare_repeats, 1, "--compare-repeats");
+  require_at_least(args.layers, 0, "--layers");
+  require_at_least(args.hidden, 0, "--hidden");
+  require_at_least(args.heads, 0, "--heads");
+  require_at_least(args.patch_size, 0, "--patch-size");
+  if (args.granularity != "block" && args.granularity != "fine")
+    throw InvalidArgument("--granularity must be block or fine, got \"" + args.granularity + "\"");
   if (!(args.lr > 0) || !std::isfinite(args.lr)) throw InvalidArgument("--lr must be a positive number");
   make_planner(args.planner);  // an unknown planner fails before any work
   const std::vector<Codec> codecs = read_codecs(args.codecs);
@@ -205,10 +224,18 @@ void run_train(const TrainArguments& args) {
   model_options.image_size = args.image_size;
   model_options.seed = args.seed;
   model_options.dropout = args.dropout;
-  const ModelInfo info = make_model(args.model, model_options).info;
+  model_options.num_layers = args.layers;
+  model_options.hidden_size = args.hidden;
+  model_options.num_heads = args.heads;
+  model_options.patch_size = args.patch_size;
+  model_options.granularity = args.granularity;
+  const ModelInfo info = model_info(args.model, model_options);
+  // Byte-level text with [MASK]; the GPT models keep their own vocabulary.
+  if (is_masked_language_model(info)) model_options.vocab_size = MaskedTokenWindows::kVocabularySize;
   if (!is_language_model(info) && !is_image_model(info)) {
-    throw InvalidArgument("memento train trains gpt-* models on text and resnet*/vit-* models on images; " +
-                          args.model + " is a " + info.family + " model: choose another --model");
+    throw InvalidArgument(
+        "memento train trains gpt-*/bert-* models on text and resnet*/vit-* models on images; " + args.model +
+        " is a " + info.family + " model: choose another --model");
   }
   const DataSets data = load_data(args, info);
   if (const auto* images = dynamic_cast<const ImageSet*>(data.train.get()))
@@ -398,7 +425,8 @@ void add_train_command(CLI::App& app) {
       "Train a model under a planner's schedule and a memory budget (no arguments: the gpt-mini demo)");
   command
       ->add_option("--model", args->model,
-                   "model from `memento models`: gpt-* on text, resnet*/vit-* on shapes")
+                   "model from `memento models`: gpt-* (next token) and bert-* (masked bytes) on text, "
+                   "resnet*/vit-* on images")
       ->capture_default_str();
   command->add_option("--planner", args->planner, "planner from `memento plan --list`")
       ->capture_default_str();
@@ -410,6 +438,13 @@ void add_train_command(CLI::App& app) {
   command->add_option("--seq-len", args->seq_len, "tokens per sample (language models)")
       ->capture_default_str();
   command->add_option("--image-size", args->image_size, "pixels per side (vision models)")
+      ->capture_default_str();
+  command->add_option("--patch-size", args->patch_size, "vit-*: pixels per patch side (0: the model's)");
+  command->add_option("--layers", args->layers, "transformers: number of blocks (0: the model's)");
+  command->add_option("--hidden", args->hidden, "transformers: model width (0: the model's)");
+  command->add_option("--heads", args->heads,
+                      "transformers: attention heads, dividing --hidden (0: the model's)");
+  command->add_option("--granularity", args->granularity, "stages: block, or fine (sub-blocks)")
       ->capture_default_str();
   command->add_option("--lr", args->lr, "peak learning rate (AdamW, warm-up + cosine)")
       ->capture_default_str();
@@ -429,7 +464,7 @@ void add_train_command(CLI::App& app) {
   command->add_option("--seed", args->seed, "seed of the model, the data and dropout")->capture_default_str();
   command->add_option(
       "--data", args->data,
-      "gpt-*: a text file to train on instead of the generated corpus; resnet*/vit-*: a "
+      "gpt-*/bert-*: a text file to train on instead of the generated corpus; resnet*/vit-*: a "
       "directory of MNIST-format idx files (.gz too), e.g. /usr/share/datasets/fashion-mnist, "
       "instead of the generated shapes");
   add_gac_options(command, args->gac);

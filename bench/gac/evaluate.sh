@@ -38,7 +38,8 @@ run bench-fine bench --model gpt-mini --granularity fine --planners store-all,se
   --budgets 63%,75% --codecs int8 --steps 5 --quiet
 
 # 2. Training on real text and images, same seed and steps.
-gpt=(train --model gpt-mini --data "$text" --steps "$steps" --eval-every 50 --seed 1)
+gpt_any_seed=(train --model gpt-mini --data "$text" --steps "$steps" --eval-every 50)
+gpt=("${gpt_any_seed[@]}" --seed 1)
 run train-text-storeall "${gpt[@]}" --planner store-all --budget 100%
 run train-text-optimal "${gpt[@]}" --planner optimal --budget 60%
 run train-text-optimal-lossy "${gpt[@]}" --planner optimal --budget 60% --codecs bf16,int8
@@ -47,13 +48,43 @@ run train-text-gac-lossy "${gpt[@]}" --planner gac --budget 60% --gac-mode lossy
   --gac-threshold norm-median --gac-spare none
 run train-text-gac-freeze "${gpt[@]}" --planner gac --budget 60% --gac-mode freeze
 run train-text-gac-freeze-param "${gpt[@]}" --planner gac --budget 60% --gac-mode freeze --gac-proxy param-mag
-vision=(train --model resnet18 --data "$fashion" --batch 64 --eval-batches 16 --lr 0.001 --steps "$steps" \
-  --eval-every 50 --seed 1)
+vision_any_seed=(train --model resnet18 --data "$fashion" --batch 64 --eval-batches 16 --lr 0.001 \
+  --steps "$steps" --eval-every 50)
+vision=("${vision_any_seed[@]}" --seed 1)
 run train-fashion-storeall "${vision[@]}" --planner store-all --budget 100%
 run train-fashion-gac-lossy "${vision[@]}" --planner gac --budget 97% --gac-mode lossy --codecs bf16,int8 \
   --gac-threshold norm-median --gac-spare none
 run train-fashion-optimal-lossy "${vision[@]}" --planner optimal --budget 97% --codecs bf16,int8
 run train-fashion-gac-freeze-param "${vision[@]}" --planner gac --budget 100% --gac-mode freeze --gac-proxy param-mag
+
+# A BERT-style encoder (BERT-mini's shape: 4 layers, 256 wide, 4 heads) on masked bytes of
+# the same text, and ViT-tiny with 4-pixel patches on Fashion-MNIST (28 pixels: 49 patches).
+bert=(train --model bert-base --layers 4 --hidden 256 --heads 4 --data "$text" --steps "$steps" \
+  --eval-every 50 --seed 1)
+run train-mlm-storeall "${bert[@]}" --planner store-all --budget 100%
+for planner in uniform dtr optimal gac; do run "train-mlm-$planner" "${bert[@]}" --planner "$planner" --budget 65%; done
+run train-mlm-optimal-lossy "${bert[@]}" --planner optimal --budget 65% --codecs bf16,int8
+run train-mlm-gac-lossy "${bert[@]}" --planner gac --budget 65% --gac-mode lossy --codecs bf16,int8,int4 \
+  --gac-threshold norm-median --gac-spare none
+vit=(train --model vit-tiny --patch-size 4 --image-size 28 --data "$fashion" --batch 32 --lr 0.001 \
+  --steps "$steps" --eval-every 50 --seed 1)
+run train-vit-storeall "${vit[@]}" --planner store-all --budget 100%
+for planner in dtr optimal gac; do run "train-vit-$planner" "${vit[@]}" --planner "$planner" --budget 60%; done
+run train-vit-optimal-lossy "${vit[@]}" --planner optimal --budget 60% --codecs bf16,int8
+run train-vit-gac-lossy "${vit[@]}" --planner gac --budget 60% --gac-mode lossy --codecs bf16,int8,int4 \
+  --gac-threshold norm-median --gac-spare none
+
+# More seeds for the lossy runs (exact plans equal store-all bit for bit at every seed).
+for seed in 2 3; do
+  run "train-text-storeall-seed$seed" "${gpt_any_seed[@]}" --seed "$seed" --planner store-all --budget 100%
+  run "train-text-optimal-lossy-seed$seed" "${gpt_any_seed[@]}" --seed "$seed" --planner optimal --budget 60% \
+    --codecs bf16,int8
+  run "train-text-gac-lossy-seed$seed" "${gpt_any_seed[@]}" --seed "$seed" --planner gac --budget 60% --gac-mode lossy \
+    --codecs bf16,int8,int4 --gac-threshold norm-median --gac-spare none
+  run "train-fashion-storeall-seed$seed" "${vision_any_seed[@]}" --seed "$seed" --planner store-all --budget 100%
+  run "train-fashion-gac-lossy-seed$seed" "${vision_any_seed[@]}" --seed "$seed" --planner gac --budget 97% \
+    --gac-mode lossy --codecs bf16,int8 --gac-threshold norm-median --gac-spare none
+done
 
 # 3. Ablations on the text: what the threshold alone decides (--gac-spare none).
 base=(train --model gpt-mini --data "$text" --steps 60 --eval-every 20 --seed 1 --planner gac --budget 80%)

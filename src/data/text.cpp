@@ -192,4 +192,63 @@ TextSplit split_text(const std::vector<uint8_t>& bytes, const std::string& sourc
   return split;
 }
 
+MaskedTokenWindows::MaskedTokenWindows(std::shared_ptr<const TokenWindows> windows, uint64_t seed,
+                                       double mask_fraction)
+    : windows_(std::move(windows)), seed_(seed), mask_fraction_(mask_fraction) {
+  if (!windows_) throw InvalidArgument("masked windows need token windows, got none");
+  if (!(mask_fraction_ > 0 && mask_fraction_ <= 1)) {
+    throw InvalidArgument("mask fraction must be in (0, 1], got " + std::to_string(mask_fraction_));
+  }
+  if (windows_->seq_len() < 2) {
+    throw InvalidArgument("masked windows need at least 2 tokens (two segments), got " +
+                          std::to_string(windows_->seq_len()));
+  }
+}
+
+Batch MaskedTokenWindows::get_batch(const std::vector<int64_t>& indices) const {
+  // The bytes of each window are the next-token data set's inputs; its targets are unused.
+  torch::Tensor tokens = windows_->get_batch(indices).inputs[0];
+  const int64_t rows = tokens.size(0), length = tokens.size(1);
+  torch::Tensor labels = torch::full({rows, length}, -100, torch::kInt64);
+  torch::Tensor segments = torch::zeros({rows, length}, torch::kInt64);
+  segments.narrow(1, length / 2, length - length / 2).fill_(1);
+  int64_t* token = tokens.data_ptr<int64_t>();
+  int64_t* label = labels.data_ptr<int64_t>();
+  for (int64_t row = 0; row < rows; ++row) {
+    const auto index = static_cast<uint64_t>(indices[static_cast<size_t>(row)]);
+    std::mt19937_64 rng(data_detail::mix_seed(seed_ ^ data_detail::mix_seed(index)));
+    int64_t* window = token + row * length;
+    int64_t* target = label + row * length;
+    bool any = false;
+    for (int64_t t = 0; t < length; ++t) {
+      const bool selected = data_detail::unit(rng) < mask_fraction_;
+      const double choice = data_detail::unit(rng);
+      const auto random_byte = static_cast<int64_t>(below(rng, 256));
+      // Every window predicts at least one token: its last position if the draw chose none.
+      if (!selected && !(t == length - 1 && !any)) continue;
+      any = true;
+      target[t] = window[t];
+      if (choice < 0.8) {
+        window[t] = kMaskToken;
+      } else if (choice < 0.9) {
+        window[t] = random_byte;
+      }
+    }
+  }
+  return {{tokens, segments, torch::ones({rows, length}, torch::kInt64)}, {labels}};
+}
+
+std::string MaskedTokenWindows::describe() const {
+  char fraction[16];
+  std::snprintf(fraction, sizeof fraction, "%g%%", 100 * mask_fraction_);
+  return windows_->describe() + ", " + fraction + " masked";
+}
+
+MaskedTextSplit split_masked_text(const std::vector<uint8_t>& bytes, const std::string& source,
+                                  int64_t seq_len, uint64_t seed, double validation_fraction) {
+  const TextSplit text = split_text(bytes, source, seq_len, validation_fraction);
+  return {std::make_shared<MaskedTokenWindows>(text.train, seed),
+          std::make_shared<MaskedTokenWindows>(text.validation, data_detail::mix_seed(seed + 1))};
+}
+
 }  // namespace memento

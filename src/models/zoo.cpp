@@ -177,7 +177,9 @@ ModelConfig resolve(const std::string& name, const ModelOptions& options) {
     if (family == "bert") {
       if (config.vocab_size < 2)
         throw InvalidArgument(name + ": vocab_size must be at least 2 (tokens and [MASK])");
-      config.mask_token = config.vocab_size > 103 ? 103 : config.vocab_size - 1;
+      // [MASK] is 103 in BERT's WordPiece vocabulary, the last token in any other (as in
+      // memento's byte-level MaskedTokenWindows).
+      config.mask_token = config.vocab_size == 30522 ? 103 : config.vocab_size - 1;
       if (config.seq_len < 2) throw InvalidArgument(name + ": seq_len must be at least 2 (two segments)");
     }
   }

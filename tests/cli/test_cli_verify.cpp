@@ -53,6 +53,13 @@ TEST(CliVerify, LossyRowsAreJudgedByGradientCosineBesideExactOnes) {
   for (const std::string planner : {"store-all", "optimal"}) {
     const json& row = row_of(document, planner, true);
     EXPECT_EQ(row.at("status"), "ok") << planner;
+    // Lossy optimal packs only where a measured pack is cheaper than recomputing, which
+    // depends on the machine's load: a row that chose no codec is judged as an exact one.
+    // Lossy store-all must pack, since exact store-all does not fit.
+    if (planner == "optimal" && !row.at("lossy").get<bool>()) {
+      EXPECT_TRUE(row.at("bitwise_equal").get<bool>()) << planner;
+      continue;
+    }
     EXPECT_TRUE(row.at("lossy").get<bool>()) << planner;
     EXPECT_EQ(row.at("codecs_used"), "int8") << planner;
     EXPECT_FALSE(row.at("bitwise_equal").get<bool>()) << planner;

@@ -127,6 +127,45 @@ TEST(DataTokenWindows, SplitKeepsValidationAsTheTail) {
                     {"short.txt", "34"});
 }
 
+TEST(DataMaskedTokenWindows, MasksAboutFifteenPercentStaticallyAndLabelsOnlyThose) {
+  std::vector<uint8_t> bytes(20000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>('a' + i % 26);
+  auto windows = std::make_shared<memento::TokenWindows>(bytes, 64, 64, "letters");
+  const memento::MaskedTokenWindows masked(windows, /*seed=*/5);
+  EXPECT_EQ(masked.size(), windows->size());
+  std::vector<int64_t> all(static_cast<size_t>(masked.size()));
+  for (int64_t i = 0; i < masked.size(); ++i) all[static_cast<size_t>(i)] = i;
+  const memento::Batch batch = masked.get_batch(all);
+  ASSERT_EQ(batch.inputs.size(), 3u);
+  const torch::Tensor original = windows->get_batch(all).inputs[0];
+  const torch::Tensor& tokens = batch.inputs[0];
+  const torch::Tensor& labels = batch.targets[0];
+  const torch::Tensor selected = labels.ne(-100);
+  // Labels are the original bytes where selected; unselected positions are untouched.
+  EXPECT_TRUE(torch::equal(labels.masked_select(selected), original.masked_select(selected)));
+  EXPECT_TRUE(torch::equal(tokens.masked_select(selected.logical_not()),
+                           original.masked_select(selected.logical_not())));
+  const double fraction = selected.to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(fraction, 0.15, 0.02);
+  const torch::Tensor replaced = tokens.masked_select(selected);
+  const double as_mask =
+      replaced.eq(memento::MaskedTokenWindows::kMaskToken).to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(as_mask, 0.8, 0.05);
+  EXPECT_LT(tokens.max().item<int64_t>(), memento::MaskedTokenWindows::kVocabularySize);
+  EXPECT_TRUE(selected.any(1).all().item<bool>()) << "every window predicts a token";
+  // Two segments, halves of the window; no padding.
+  EXPECT_EQ(batch.inputs[1][0][31].item<int64_t>(), 0);
+  EXPECT_EQ(batch.inputs[1][0][32].item<int64_t>(), 1);
+  EXPECT_TRUE(batch.inputs[2].eq(1).all().item<bool>());
+  // Static: the same window gets the same mask in any batch; another seed, another mask.
+  EXPECT_TRUE(torch::equal(masked.get_batch({7}).inputs[0][0], tokens[7]));
+  const memento::MaskedTokenWindows reseeded(windows, /*seed=*/6);
+  EXPECT_FALSE(torch::equal(reseeded.get_batch(all).targets[0], labels));
+  EXPECT_THROW(memento::MaskedTokenWindows(windows, 0, 0.0), memento::InvalidArgument);
+  const auto split = memento::split_masked_text(bytes, "letters", 32, 0);
+  EXPECT_EQ(split.validation->get_batch({0}).inputs.size(), 3u);
+}
+
 TEST(DataTextFile, ReadsBytesAndNamesBadFiles) {
   const std::string path = temp_path("text.txt");
   write_file(path, {'h', 'i', '\n', 0xFF});

@@ -95,4 +95,55 @@ struct TextSplit {
 TextSplit split_text(const std::vector<uint8_t>& bytes, const std::string& source, int64_t seq_len,
                      double validation_fraction = 0.1);
 
+/// Masked-language-model windows of a text (BERT pre-training on bytes): every window of
+/// `TokenWindows` with `mask_fraction` of its positions selected for prediction, each
+/// selected byte replaced by [MASK] (80%), by a random byte (10%) or kept (10%), as BERT
+/// does. The selection is static: it depends only on (seed, window index), so every epoch,
+/// every evaluation and a resumed run see the same masks. Batches: inputs {tokens,
+/// segments, attention mask}, each [B, seq_len] int64 (segment 0 for the first half of a
+/// window, 1 for the second; the mask is all ones: windows have no padding), targets
+/// {[B, seq_len] int64}: the original byte at selected positions, -100 (ignored by the
+/// loss) elsewhere. Vocabulary: the 256 bytes and [MASK] = 256.
+///
+/// Example:
+/// \code
+///   memento::MaskedTextSplit split = memento::split_masked_text(bytes, "fortunes", 64, /*seed=*/0);
+///   memento::Batch batch = split.train->get_batch({0});  // inputs.size() == 3, targets[0]: [1, 64]
+/// \endcode
+class MaskedTokenWindows : public Dataset {
+ public:
+  /// The [MASK] token, one past the bytes.
+  static constexpr int64_t kMaskToken = 256;
+  /// Bytes and [MASK]: the vocabulary a model of these windows needs.
+  static constexpr int64_t kVocabularySize = 257;
+
+  /// Throws InvalidArgument when `mask_fraction` is not in (0, 1] or the windows are shorter
+  /// than 2 tokens (two segments).
+  MaskedTokenWindows(std::shared_ptr<const TokenWindows> windows, uint64_t seed, double mask_fraction = 0.15);
+
+  int64_t size() const override { return windows_->size(); }
+  Batch get_batch(const std::vector<int64_t>& indices) const override;
+  std::string describe() const override;
+  /// Tokens per window (every one is read, whether masked or not), for throughput.
+  int64_t items_per_sample() const override { return windows_->seq_len(); }
+  std::string item_unit() const override { return "tok"; }
+
+ private:
+  std::shared_ptr<const TokenWindows> windows_;
+  uint64_t seed_;
+  double mask_fraction_;
+};
+
+/// Training and validation masked-LM windows of one text.
+struct MaskedTextSplit {
+  std::shared_ptr<MaskedTokenWindows> train;
+  std::shared_ptr<MaskedTokenWindows> validation;
+};
+
+/// `split_text` with masking on both sides (the validation masks come from another seed
+/// than the training ones, so they are not the training masks of the same bytes).
+/// Throws as `split_text` does.
+MaskedTextSplit split_masked_text(const std::vector<uint8_t>& bytes, const std::string& source,
+                                  int64_t seq_len, uint64_t seed, double validation_fraction = 0.1);
+
 }  // namespace memento
