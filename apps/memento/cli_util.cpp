@@ -170,7 +170,9 @@ void add_gac_options(CLI::App* command, GacArguments& args) {
       "prefix whose gradients stay below --gac-theta-min)");
   add("--gac-proxy", args.proxy,
       "gac: gradient proxy of each stage's output gradient: mag (mean |grad|), frobenius or trace; or of its "
-      "parameter gradients: param-mag or param-frobenius");
+      "parameter gradients: param-mag or param-frobenius; or sensitivity (GACT: the parameter gradient's "
+      "change "
+      "when the stage alone is packed with the harshest codec, measured by repeating the step)");
   add("--gac-threshold", args.threshold,
       "gac: ema (per stage, against its own EMA), norm-median (EMA of squared norms against alpha x median) "
       "or kind (the median per layer kind)");

@@ -133,3 +133,29 @@ print(train_table(["train-fashion-storeall", "train-fashion-optimal-lossy", "tra
                    "train-fashion-gac-freeze-param"]))
 print("## Ablations (gpt-mini on fortunes, 60 steps, 80% budget, --gac-spare none unless named)\n")
 print(ablation_table())
+print(train_table(["train-mlm-storeall", "train-mlm-uniform", "train-mlm-dtr", "train-mlm-optimal",
+                   "train-mlm-optimal-lossy", "train-mlm-gac", "train-mlm-gac-lossy"]))
+print(train_table(["train-vit-storeall", "train-vit-dtr", "train-vit-optimal", "train-vit-optimal-lossy",
+                   "train-vit-gac", "train-vit-gac-lossy"]))
+print(train_table(["train-text-gac-lossy", "train-text-gac-lossy-sensitivity"]))
+
+
+def seeds_table():
+    lines = ["| runs (seeds 1, 2, 3) | final val loss per seed | mean | final val accuracy per seed | mean |",
+             "|---|---|---|---|---|"]
+    for name in ["train-text-storeall", "train-text-optimal-lossy", "train-text-gac-lossy",
+                 "train-fashion-storeall", "train-fashion-gac-lossy"]:
+        docs = [load(name if seed == 1 else f"{name}-seed{seed}") for seed in (1, 2, 3)]
+        docs = [d for d in docs if d]
+        if not docs:
+            continue
+        losses = [d["final_val_loss"] for d in docs]
+        accuracies = [d["final_val_accuracy"] for d in docs]
+        lines.append(f"| {name} | {', '.join(f'{x:.4f}' for x in losses)} | {statistics.mean(losses):.4f} | "
+                     f"{', '.join(f'{100 * x:.2f}%' for x in accuracies)} | "
+                     f"{100 * statistics.mean(accuracies):.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+print("## Seeds\n")
+print(seeds_table())

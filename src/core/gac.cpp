@@ -30,7 +30,8 @@ constexpr Named<GacProxy> kProxies[] = {{GacProxy::MeanAbs, "mag"},
                                         {GacProxy::Frobenius, "frobenius"},
                                         {GacProxy::Trace, "trace"},
                                         {GacProxy::ParameterMeanAbs, "param-mag"},
-                                        {GacProxy::ParameterFrobenius, "param-frobenius"}};
+                                        {GacProxy::ParameterFrobenius, "param-frobenius"},
+                                        {GacProxy::Sensitivity, "sensitivity"}};
 constexpr Named<GacThreshold> kThresholds[] = {
     {GacThreshold::Ema, "ema"}, {GacThreshold::NormMedian, "norm-median"}, {GacThreshold::Kind, "kind"}};
 constexpr Named<GacDecision> kDecisions[] = {{GacDecision::Store, "store"},

@@ -71,11 +71,12 @@ inline void expect_identical(const Outcome& plain, const Outcome& dtr, const std
   EXPECT_TRUE(bitwise_equal(plain.next_random, dtr.next_random)) << what << ": generator";
 }
 
-inline ChainProfile profile_of(TinyModel& model) {
+inline ChainProfile profile_of(TinyModel& model, std::vector<Codec> codecs = {}) {
   MemoryTracker::instance();
   Batch batch = model.batch(1);
   ChainProfile profile =
-      profile_chain(*model.chain, batch, model.loss, ProfilerOptions().warmup_runs(0).timed_runs(1));
+      profile_chain(*model.chain, batch, model.loss,
+                    ProfilerOptions().warmup_runs(0).timed_runs(1).codecs(std::move(codecs)));
   plain_step(*model.chain, model.loss, batch);  // allocate the parameter gradients (fixed bytes)
   return profile;
 }

@@ -2,6 +2,7 @@
 // autograd while its schedule changes from step to step, within the budget; a frozen prefix
 // (ForwardFrozen) gives its parameters no gradient and the rest exactly what autograd gives
 // them with the prefix outside the graph.
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
@@ -110,6 +111,46 @@ TEST(GacRuntime, AFrozenPrefixGetsNoGradientAndTheRestWhatAutogradGivesIt) {
           << "frozen stage " << i << " got a gradient";
     }
   }
+}
+
+// GACT's sensitivity repeats the step with one stage packed: the step that trains must
+// come out as if nothing had been repeated (gradients, dropout generator, buffers), and
+// every stage that keeps a graph gets an estimate at the first measured step.
+TEST(GacRuntime, SensitivityProxyRepeatsTheStepWithoutATrace) {
+  testing::seed_all(8);
+  TinyModel model = testing::sequential_chain(/*batch_size=*/64, /*width=*/32, /*dropout=*/0.2);
+  const ChainProfile profile = testing::profile_of(model, {Codec::Int8});
+  const auto initial = testing::buffers(*model.chain);
+  GacOptions options;
+  options.mode = GacMode::Lossy;
+  options.proxy = GacProxy::Sensitivity;
+  options.threshold = GacThreshold::NormMedian;
+  options.fill_spare_memory = false;
+  const Plan plan = make_planner("gac")->plan(
+      // Room above store-all: a lossy graph plus its stored exact output can outweigh the exact
+      // graph, and the repeated step must fit the budget.
+      profile, PlannerOptions(2 * store_all_peak_bytes(profile)).gac(options).codecs({Codec::Int8}));
+  ASSERT_TRUE(plan.feasible);
+  Executor executor(model.chain, model.loss);
+  PlanRunner runner(executor, plan, profile);
+  PlanRunner same_schedule(executor, plan, profile);  // never measures: feed_policy false
+  const Schedule first = runner.executed_schedule();
+  const Outcome measured = testing::run(model, initial, 3, &runner);
+  EXPECT_EQ(to_string(same_schedule.executed_schedule()), to_string(first));
+  testing::restore_buffers(*model.chain, initial);
+  const Outcome plain = testing::run(model, initial, 3, nullptr);
+  testing::expect_identical(plain, measured, "the step measured for sensitivity");
+  size_t estimated = 0;
+  for (const GacRecord& record : runner.gac()->history()) {
+    if (std::isfinite(record.proxy)) ++estimated;
+    EXPECT_GE(record.proxy, 0.0);
+  }
+  EXPECT_EQ(estimated, static_cast<size_t>(profile.length())) << "every stage stores a graph in step 0";
+  EXPECT_GT(runner.proxy_s(), 0);
+  // The estimates travel with the policy state.
+  PlanRunner resumed(executor, plan, profile);
+  resumed.restore_policy_state(runner.policy_state());
+  EXPECT_EQ(resumed.policy_state(), runner.policy_state());
 }
 
 }  // namespace

@@ -62,15 +62,19 @@ enum class GacMode { Exact, Lossy, Freeze };
 /// Which proxy of GradientProxy drives the decisions: of the stage's output gradient, its
 /// mean absolute value (MAG), Frobenius norm, or the trace Tr(∇ᵀ∇) (= the squared Frobenius
 /// norm); or of the stage's parameter gradients, MAG or Frobenius norm (AutoFreeze's kind
-/// of signal; a stage without parameters has none).
-enum class GacProxy { MeanAbs, Frobenius, Trace, ParameterMeanAbs, ParameterFrobenius };
+/// of signal; a stage without parameters has none); or `sensitivity`, GACT's estimate:
+/// how far the parameter gradient moves, ‖g̃ − g‖²/‖g‖², when only the stage's saved
+/// tensors are packed with the harshest allowed codec (int4 when none is allowed), measured
+/// by repeating the step (PlanRunner: every stage at the first measured step, then one
+/// stage per measured step in turn, each estimate kept until it is measured again).
+enum class GacProxy { MeanAbs, Frobenius, Trace, ParameterMeanAbs, ParameterFrobenius, Sensitivity };
 /// Threshold family (see the file comment).
 enum class GacThreshold { Ema, NormMedian, Kind };
 /// One stage's storage decision in one step.
 enum class GacDecision { Store, Compress, Recompute, Freeze };
 
 /// Names: "exact", "lossy", "freeze"; "mag", "frobenius", "trace", "param-mag",
-/// "param-frobenius"; "ema", "norm-median",
+/// "param-frobenius", "sensitivity"; "ema", "norm-median",
 /// "kind"; "store", "compress", "recompute", "freeze". The from_name functions throw
 /// InvalidArgument listing the valid names.
 const char* gac_mode_name(GacMode mode);

@@ -37,7 +37,8 @@ namespace memento {
 
 namespace detail {
 class DtrRuntime;
-}
+struct StepReplay;
+}  // namespace detail
 
 class PlanRunner {
  public:
@@ -79,6 +80,9 @@ class PlanRunner {
 
  private:
   StepResult gac_step(const Batch& batch, bool feed_policy);
+  // GACT's sensitivity of the stages measured at this step (all of them the first time,
+  // then the next in turn), by repeating the step that just ran.
+  void measure_sensitivities(const Batch& batch, const detail::StepReplay& before);
 
   Executor& executor_;
   Plan plan_;
@@ -88,6 +92,8 @@ class PlanRunner {
   std::unique_ptr<GacController> gac_;
   int64_t gac_steps_ = 0;
   double proxy_s_ = 0;
+  std::vector<double> sensitivity_;  // latest estimate per stage (NaN: not measured yet)
+  int next_sensitivity_stage_ = 0;
 };
 
 }  // namespace memento
