@@ -46,6 +46,8 @@ run train-text-optimal-lossy "${gpt[@]}" --planner optimal --budget 60% --codecs
 run train-text-gac "${gpt[@]}" --planner gac --budget 60%
 run train-text-gac-lossy "${gpt[@]}" --planner gac --budget 60% --gac-mode lossy --codecs bf16,int8,int4 \
   --gac-threshold norm-median --gac-spare none
+run train-text-gac-lossy-sensitivity "${gpt[@]}" --planner gac --budget 60% --gac-mode lossy \
+  --codecs bf16,int8,int4 --gac-threshold norm-median --gac-spare none --gac-proxy sensitivity --gac-every 5
 run train-text-gac-freeze "${gpt[@]}" --planner gac --budget 60% --gac-mode freeze
 run train-text-gac-freeze-param "${gpt[@]}" --planner gac --budget 60% --gac-mode freeze --gac-proxy param-mag
 vision_any_seed=(train --model resnet18 --data "$fashion" --batch 64 --eval-batches 16 --lr 0.001 \
