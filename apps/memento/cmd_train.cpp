@@ -1,8 +1,12 @@
 // `memento train`: trains a zoo model under a planner's schedule and a memory budget, and
 // reports what checkpointing cost and saved. With no arguments it is the demo (`make demo`):
 // gpt-mini on the generated corpus, `optimal` at 50% of the store-all peak.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -12,6 +16,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "launcher.h"
 #include "memento/core/budget.h"
 #include "memento/core/error.h"
 #include "memento/core/planner.h"
@@ -53,6 +58,7 @@ struct TrainArguments {
   int64_t patch_size = 0;
   std::string granularity = "block";
   GacArguments gac;
+  DistributedArguments distributed;
 };
 
 struct DataSets {
@@ -197,6 +203,46 @@ nlohmann::json evaluation_json(const Evaluation& evaluation) {
            std::isfinite(evaluation.accuracy) ? nlohmann::json(evaluation.accuracy) : nlohmann::json()}};
 }
 
+// Rank 0 profiles; the others plan from its profile (the planners are deterministic, and
+// Trainer::set_plan checks every rank's plan against rank 0's). A data-parallel run counts
+// its gradient buckets in the fixed bytes.
+ChainProfile training_profile(const Model& model, const Dataset& train, int64_t batch,
+                              const std::vector<Codec>& codecs, const std::string& description,
+                              ProcessGroup* group) {
+  if (group != nullptr && group->rank() != 0)
+    return profile_from_json(nlohmann::json::parse(group->broadcast("")), "rank 0's profile");
+  std::vector<int64_t> indices(static_cast<size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i) indices[static_cast<size_t>(i)] = i;
+  const Batch probe = train.get_batch(indices);
+  ChainProfile profile = profile_chain(*model.chain, probe, model.loss,
+                                       ProfilerOptions()
+                                           .optimizer_bytes(optimizer_state_bytes("adamw", *model.chain))
+                                           .codecs(codecs)
+                                           .model(description));
+  if (group != nullptr) {
+    add_communication_bytes(profile, gradient_buffer_bytes(*model.chain));
+    group->broadcast(profile_to_json(profile).dump());
+  }
+  return profile;
+}
+
+// What data parallelism cost a run: the all-reduce time backward did not hide (measured
+// in every step) against the time the same all-reduces take with nothing to overlap.
+nlohmann::json distributed_json(const Trainer& trainer, const std::vector<double>& exposed_s,
+                                double unhidden_s) {
+  const ProcessGroup* group = trainer.process_group();
+  if (group == nullptr) return nullptr;
+  const GradientAverager& averager = *trainer.gradient_averager();
+  const double exposed = median(exposed_s);
+  return {{"world_size", group->world_size()},
+          {"global_batch", trainer.options().batch_size * group->world_size()},
+          {"buckets", averager.bucket_count()},
+          {"bucket_bytes", averager.buffer_bytes()},
+          {"median_exposed_allreduce_s", exposed},
+          {"unhidden_allreduce_s", unhidden_s},
+          {"hidden_share", unhidden_s > 0 ? std::max(0.0, 1.0 - exposed / unhidden_s) : 0.0}};
+}
+
 void run_train(const TrainArguments& args) {
   const Format format = parse_format(args.format);
   require_at_least(args.steps, 1, "--steps");
@@ -211,12 +257,16 @@ void run_train(const TrainArguments& args) {
   if (args.granularity != "block" && args.granularity != "fine")
     throw InvalidArgument("--granularity must be block or fine, got \"" + args.granularity + "\"");
   if (!(args.lr > 0) || !std::isfinite(args.lr)) throw InvalidArgument("--lr must be a positive number");
+  if (!(args.dropout < 1))
+    throw InvalidArgument("--dropout must be in [0, 1), got " + std::to_string(args.dropout));
   make_planner(args.planner);  // an unknown planner fails before any work
   const std::vector<Codec> codecs = read_codecs(args.codecs);
   check_planner_uses_codecs(codecs, args.planner);
   const GacOptions gac_options = read_gac_options(args.gac, args.planner, codecs);
-  // A checkpoint that cannot be written is found now, not after the whole run.
-  if (!args.save.empty()) check_output(args.save, "--save");
+  const DistributedOptions distributed = read_distributed_options(args.distributed);
+  // A checkpoint that cannot be written is found now, not after the whole run (by rank 0,
+  // the one that writes it).
+  if (!args.save.empty() && distributed.rank == 0) check_output(args.save, "--save");
 
   ModelOptions model_options;
   model_options.batch_size = args.batch;
@@ -237,39 +287,45 @@ void run_train(const TrainArguments& args) {
         "memento train trains gpt-*/bert-* models on text and resnet*/vit-* models on images; " + args.model +
         " is a " + info.family + " model: choose another --model");
   }
+  if (launches_processes(args.distributed)) {
+    if (!args.data.empty() && ::access(args.data.c_str(), R_OK) != 0)
+      throw InvalidArgument("cannot read --data " + args.data + ": " + std::strerror(errno));
+    const int code = launch_processes(args.distributed);
+    if (code != 0) throw CLI::RuntimeError(code);
+    return;
+  }
+  std::shared_ptr<ProcessGroup> group;
+  if (distributed.distributed()) {
+    set_error_rank(distributed.rank);
+    quiet_library_logging();
+    group = std::make_shared<ProcessGroup>(distributed);
+  }
+  const bool leader = distributed.rank == 0;
   const DataSets data = load_data(args, info);
   if (const auto* images = dynamic_cast<const ImageSet*>(data.train.get()))
     model_options.num_classes = images->num_classes();
   Model model = make_model(args.model, model_options);
 
-  // The progress and the notes go to stderr when stdout carries JSON.
-  std::ostream& log = format == Format::Json ? std::cerr : std::cout;
-  const bool interactive = stream_is_terminal(format == Format::Json ? stderr : stdout);
+  // The progress and the notes go to stderr when stdout carries JSON; ranks other than 0
+  // train silently (their errors still reach stderr).
+  std::ostream silent(nullptr);
+  std::ostream& log = !leader ? silent : format == Format::Json ? std::cerr : std::cout;
+  const bool interactive = leader && stream_is_terminal(format == Format::Json ? stderr : stdout);
 
   // Profile before the trainer exists: the trainer seeds the RNG and resets the gradients
   // afterwards, so profiling leaves no trace in the trajectory.
-  const Batch probe = data.train->get_batch([&] {
-    std::vector<int64_t> indices(static_cast<size_t>(args.batch));
-    for (int64_t i = 0; i < args.batch; ++i) indices[static_cast<size_t>(i)] = i;
-    return indices;
-  }());
   const std::string description =
       args.model + " (batch " + std::to_string(args.batch) +
       (is_language_model(model.info) ? ", seq-len " + std::to_string(args.seq_len) : "") + ")";
   const ChainProfile profile =
-      profile_chain(*model.chain, probe, model.loss,
-                    ProfilerOptions()
-                        .optimizer_bytes(optimizer_state_bytes("adamw", *model.chain))
-                        .codecs(codecs)
-                        .model(description));
-
+      training_profile(model, *data.train, args.batch, codecs, description, group.get());
   TrainOptions train_options;
   train_options.steps = args.steps;
   train_options.batch_size = args.batch;
   train_options.learning_rate = args.lr;
   train_options.eval_batches = args.eval_batches;
   train_options.seed = args.seed;
-  Trainer trainer(model, data.train, data.validation, train_options);
+  Trainer trainer(model, data.train, data.validation, train_options, group);
 
   const int64_t store_all_bytes = store_all_peak_bytes(profile);
   const int64_t budget_bytes = read_budget(args.budget, profile);
@@ -308,9 +364,12 @@ void run_train(const TrainArguments& args) {
 
   int64_t peak_bytes = 0, last_step_peak_bytes = 0, items = 0, recompute_count = 0;
   double train_s = 0;
-  std::vector<double> compute_s;
+  std::vector<double> compute_s, train_losses, exposed_allreduce_s;
   while (!trainer.finished()) {
     const TrainStep step = trainer.train_step();
+    train_losses.push_back(step.loss);
+    if (const GradientAverager* averager = trainer.gradient_averager())
+      exposed_allreduce_s.push_back(averager->last_step().exposed_s);
     progress.update(step);
     peak_bytes = std::max(peak_bytes, step.peak_bytes);
     last_step_peak_bytes = step.peak_bytes;
@@ -336,6 +395,13 @@ void run_train(const TrainArguments& args) {
   }
   progress.finish();
   const Evaluation final_evaluation = evaluations.back();
+  double unhidden_allreduce_s = 0;
+  if (group) {
+    // Collectives on every rank, in the same order: the measurement, then the end of the run.
+    unhidden_allreduce_s = trainer.gradient_averager()->measure_unhidden_s();
+    group->barrier();
+  }
+  if (!leader) return;
 
   if (format == Format::Json) {
     nlohmann::json evaluations_json = nlohmann::json::array();
@@ -374,6 +440,8 @@ void run_train(const TrainArguments& args) {
          {"item_unit", data.train->item_unit()},
          {"evaluations", evaluations_json},
          {"checkpoint", args.save.empty() ? nlohmann::json() : nlohmann::json(args.save)},
+         {"train_losses", train_losses},
+         {"distributed", distributed_json(trainer, exposed_allreduce_s, unhidden_allreduce_s)},
          {"gac", trainer.runner().gac() ? gac_json(trainer.runner(), sum(compute_s)) : nlohmann::json()}});
     return;
   }
@@ -412,6 +480,15 @@ void run_train(const TrainArguments& args) {
                     format_percent(trainer.runner().proxy_s() / std::max(sum(compute_s), 1e-12)) +
                     " of the compute (--gac-every " + std::to_string(args.gac.every) + ")"});
   }
+  if (group) {
+    const nlohmann::json dp = distributed_json(trainer, exposed_allreduce_s, unhidden_allreduce_s);
+    fields.push_back(
+        {"data parallel", std::to_string(group->world_size()) + " processes, global batch " +
+                              std::to_string(dp["global_batch"].get<int64_t>()) + "; all-reduce " +
+                              format_seconds(dp["unhidden_allreduce_s"].get<double>()) + " per step alone, " +
+                              format_seconds(dp["median_exposed_allreduce_s"].get<double>()) +
+                              " not hidden by backward (median)"});
+  }
   if (!args.save.empty()) fields.push_back({"checkpoint", args.save});
   std::cout << "\nsummary\n" << format_fields(fields, "  ");
 }
@@ -444,6 +521,7 @@ void add_train_command(CLI::App& app) {
   command->add_option("--hidden", args->hidden, "transformers: model width (0: the model's)");
   command->add_option("--heads", args->heads,
                       "transformers: attention heads, dividing --hidden (0: the model's)");
+  command->add_option("--dropout", args->dropout, "dropout probability in [0, 1) (default: the model's)");
   command->add_option("--granularity", args->granularity, "stages: block, or fine (sub-blocks)")
       ->capture_default_str();
   command->add_option("--lr", args->lr, "peak learning rate (AdamW, warm-up + cosine)")
@@ -468,6 +546,7 @@ void add_train_command(CLI::App& app) {
       "directory of MNIST-format idx files (.gz too), e.g. /usr/share/datasets/fashion-mnist, "
       "instead of the generated shapes");
   add_gac_options(command, args->gac);
+  add_distributed_options(command, args->distributed);
   add_format_option(command, args->format);
   command->callback([args] { run_train(*args); });
 }

@@ -10,6 +10,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "launcher.h"
 #include "memento/core/error.h"
 
 namespace {
@@ -26,6 +27,9 @@ void print_error(std::string message) {
     message = "an error without a message was raised; run again with the same options and report it";
   }
   if (message.size() > kMaxErrorChars) message = message.substr(0, kMaxErrorChars - 3) + "...";
+  // Several ranks write to one terminal: each says which it is (once).
+  const std::string rank = memento::cli::error_prefix();
+  if (message.rfind(rank, 0) != 0) message = rank + message;
   std::cerr << "memento: " << message << "\n";
 }
 

@@ -313,6 +313,8 @@ json profile_to_json(const ChainProfile& profile) {
                               {"gradients_bytes", fixed.gradients_bytes},
                               {"optimizer_bytes", fixed.optimizer_bytes},
                               {"inputs_bytes", fixed.inputs_bytes}};
+    if (fixed.communication_bytes > 0)
+      out["fixed_breakdown"]["communication_bytes"] = fixed.communication_bytes;
   }
   return out;
 }
@@ -341,6 +343,7 @@ ChainProfile profile_from_json(const json& document, const std::string& source) 
     profile.fixed_breakdown.gradients_bytes = read_bytes(*breakdown, "gradients_bytes", false, where);
     profile.fixed_breakdown.optimizer_bytes = read_bytes(*breakdown, "optimizer_bytes", false, where);
     profile.fixed_breakdown.inputs_bytes = read_bytes(*breakdown, "inputs_bytes", false, where);
+    profile.fixed_breakdown.communication_bytes = read_bytes(*breakdown, "communication_bytes", false, where);
   }
   auto stages = document.find("stages");
   if (stages == document.end()) throw ProfileError(source + ": missing field \"stages\"");

@@ -8,15 +8,22 @@
 namespace memento {
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, int64_t batch_size, uint64_t seed,
-                       bool shuffle)
-    : dataset_(std::move(dataset)), batch_size_(batch_size), seed_(seed), shuffle_(shuffle) {
+                       bool shuffle, DataShard shard)
+    : dataset_(std::move(dataset)), batch_size_(batch_size), seed_(seed), shuffle_(shuffle), shard_(shard) {
   if (!dataset_) throw InvalidArgument("DataLoader needs a data set");
   if (batch_size_ < 1)
     throw InvalidArgument("batch size must be at least 1, got " + std::to_string(batch_size_));
-  batches_per_epoch_ = dataset_->size() / batch_size_;
+  if (shard_.count < 1 || shard_.index < 0 || shard_.index >= shard_.count) {
+    throw InvalidArgument("data shard " + std::to_string(shard_.index) + " of " +
+                          std::to_string(shard_.count) + " is not one of the shards 0 to count - 1");
+  }
+  const int64_t global_batch = batch_size_ * shard_.count;
+  batches_per_epoch_ = dataset_->size() / global_batch;
   if (batches_per_epoch_ < 1) {
-    throw InvalidArgument("batch size " + std::to_string(batch_size_) + " is larger than the data set (" +
-                          dataset_->describe() + "); lower --batch or use more data");
+    throw InvalidArgument(
+        "batch size " + std::to_string(batch_size_) +
+        (shard_.count > 1 ? " on each of " + std::to_string(shard_.count) + " processes" : "") +
+        " is larger than the data set (" + dataset_->describe() + "); lower --batch or use more data");
   }
 }
 
@@ -38,7 +45,7 @@ Batch DataLoader::next() {
     position_.index = 0;
   }
   if (order_epoch_ != position_.epoch) build_order();
-  const auto begin = order_.begin() + position_.index * batch_size_;
+  const auto begin = order_.begin() + (position_.index * shard_.count + shard_.index) * batch_size_;
   std::vector<int64_t> indices(begin, begin + batch_size_);
   ++position_.index;
   return dataset_->get_batch(indices);

@@ -180,12 +180,32 @@ Codec harshest(const std::vector<Codec>& allowed) {
 
 StepResult PlanRunner::step(const Batch& batch, bool feed_policy) {
   if (gac_) return gac_step(batch, feed_policy);
-  if (!dtr_) return executor_.step(executed_, batch);
+  if (!dtr_) return run_executor(batch, feed_policy);
   dtr_->begin_step();
   struct EndStep {
     detail::DtrRuntime& runtime;
     ~EndStep() { runtime.end_step(); }
   } end_step{*dtr_};
+  return run_executor(batch, feed_policy);
+}
+
+void PlanRunner::set_training_hooks(ExecutorHooks hooks) {
+  training_hooks_ = std::move(hooks);
+}
+
+void PlanRunner::set_statistics_reducer(StatisticsReducer reducer) {
+  statistics_reducer_ = std::move(reducer);
+}
+
+// The training hooks see the step whose gradients train, never a side measurement or a
+// repeated step (sensitivity), which would otherwise reach them as a second backward.
+StepResult PlanRunner::run_executor(const Batch& batch, bool training_step) {
+  if (!training_step || !training_hooks_) return executor_.step(executed_, batch);
+  struct Installed {
+    Executor& executor;
+    int id;
+    ~Installed() { executor.remove_hooks(id); }
+  } installed{executor_, executor_.add_hooks(*training_hooks_)};
   return executor_.step(executed_, batch);
 }
 
@@ -194,22 +214,28 @@ StepResult PlanRunner::step(const Batch& batch, bool feed_policy) {
 StepResult PlanRunner::gac_step(const Batch& batch, bool feed_policy) {
   if (!feed_policy) return executor_.step(executed_, batch);
   const int64_t step = gac_steps_++;
-  if (step % gac_->options().every_steps != 0) return executor_.step(executed_, batch);
+  if (step % gac_->options().every_steps != 0) return run_executor(batch, true);
   std::vector<double> proxies(static_cast<size_t>(profile_.length()),
                               std::numeric_limits<double>::quiet_NaN());
   StepResult result;
   if (gac_->options().proxy == GacProxy::Sensitivity) {
     const detail::StepReplay before = detail::StepReplay::capture(executor_.chain(), batch);
-    result = executor_.step(executed_, batch);
+    result = run_executor(batch, true);
     measure_sensitivities(batch, before);
     proxies = sensitivity_;
   } else {
     GradientProxyRecorder recorder(executor_, 1);
-    result = executor_.step(executed_, batch);
+    result = run_executor(batch, true);
     for (const GradientProxy& proxy : recorder.last_step()) {
       proxies[static_cast<size_t>(proxy.stage)] = proxy_value(proxy, gac_->options().proxy);
     }
     proxy_s_ += recorder.proxy_s();
+  }
+  if (statistics_reducer_) {
+    proxies = statistics_reducer_(proxies);
+    if (proxies.size() != static_cast<size_t>(profile_.length()))
+      throw RuntimeError("the statistics reducer returned " + std::to_string(proxies.size()) +
+                         " values for a chain of " + std::to_string(profile_.length()) + " stages");
   }
   gac_->observe(step + 1, proxies);
   executed_ = gac_->schedule();

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
 
 #include "memento/core/budget.h"
 #include "memento/core/error.h"
@@ -98,6 +99,11 @@ std::string read_checkpoint_file(const std::string& path) {
   return bytes.str();
 }
 
+DataShard shard_of(const ProcessGroup* group) {
+  if (group == nullptr) return {};
+  return {group->rank(), group->world_size()};
+}
+
 }  // namespace
 
 double learning_rate_at(const TrainOptions& options, int64_t step) {
@@ -114,12 +120,13 @@ double learning_rate_at(const TrainOptions& options, int64_t step) {
 }
 
 Trainer::Trainer(Model model, std::shared_ptr<const Dataset> train, std::shared_ptr<const Dataset> validation,
-                 TrainOptions options)
+                 TrainOptions options, std::shared_ptr<ProcessGroup> group)
     : model_(std::move(model)),
       train_(std::move(train)),
       validation_(std::move(validation)),
       options_(options),
-      loader_(train_, options.batch_size, options.seed) {
+      loader_(train_, options.batch_size, options.seed, /*shuffle=*/true, shard_of(group.get())),
+      group_(group && group->world_size() > 1 ? std::move(group) : nullptr) {
   if (!model_.chain || !model_.loss) throw InvalidArgument("Trainer needs a model with a chain and a loss");
   if (!validation_) throw InvalidArgument("Trainer needs a validation data set");
   if (options_.steps < 1)
@@ -142,8 +149,46 @@ Trainer::Trainer(Model model, std::shared_ptr<const Dataset> train, std::shared_
       if (parameter.requires_grad()) parameter.mutable_grad() = torch::zeros_like(parameter);
     }
   }
+  if (group_) {
+    require_same_model_on_every_rank();
+    averager_ = std::make_unique<GradientAverager>(*group_, *model_.chain);
+  }
   runner_ = static_runner(store_all_schedule(model_.chain->length()));
+  join_runner(*runner_);
   model_.chain->train();
+}
+
+// Every rank must train the same thing: a rank started with another model, seed or option
+// would silently average unrelated gradients.
+void Trainer::require_same_model_on_every_rank() {
+  std::string shapes;
+  std::string values;
+  for (const auto& item : model_.chain->named_parameters()) {
+    shapes += item.key() + c10::str(item.value().sizes()) + ";";
+    const torch::Tensor contiguous = item.value().detach().contiguous();
+    values.append(static_cast<const char*>(contiguous.data_ptr()),
+                  static_cast<size_t>(contiguous.numel()) * contiguous.element_size());
+  }
+  group_->require_same("model (" + model_.info.name + ": parameter names and shapes)",
+                       model_.info.name + " " + std::to_string(fnv1a64(shapes)));
+  group_->require_same(
+      "initial parameter values (fnv1a64; the same --seed on every rank builds the same model)",
+      std::to_string(fnv1a64(values)));
+  char options[256];
+  std::snprintf(options, sizeof options, "steps %lld, batch %lld, lr %.17g, seed %llu, data %s",
+                static_cast<long long>(options_.steps), static_cast<long long>(options_.batch_size),
+                options_.learning_rate, static_cast<unsigned long long>(options_.seed),
+                train_->describe().c_str());
+  group_->require_same("training options", options);
+}
+
+// The runner whose steps train is joined to the data-parallel run: its backward launches
+// the gradient buckets, and its policy decides from the ranks' mean statistics.
+void Trainer::join_runner(PlanRunner& runner) {
+  if (!group_) return;
+  runner.set_training_hooks(averager_->hooks());
+  runner.set_statistics_reducer(
+      [group = group_](const std::vector<double>& values) { return group->all_reduce_mean(values); });
 }
 
 // A static plan of `schedule` over a unit-size profile of the chain: PlanRunner checks
@@ -166,12 +211,22 @@ std::unique_ptr<PlanRunner> Trainer::static_runner(Schedule schedule) {
 }
 
 void Trainer::set_schedule(Schedule schedule) {
+  if (group_) group_->require_same("schedule", std::to_string(fnv1a64(to_string(schedule))));
   runner_ = static_runner(std::move(schedule));
+  join_runner(*runner_);
 }
 
 void Trainer::set_plan(const Plan& plan, const ChainProfile& profile) {
+  if (group_) {
+    // What decides the steps, not how long planning took (solve_time_s differs per rank).
+    nlohmann::json decisive = plan_to_json(plan);
+    decisive.erase("solve_time_s");
+    group_->require_same("plan (planner " + plan.planner + ")",
+                         plan.planner + " " + std::to_string(fnv1a64(decisive.dump())));
+  }
   runner_.reset();  // its hooks (if any) leave the executor before the new ones
   runner_ = std::make_unique<PlanRunner>(*executor_, plan, profile);
+  join_runner(*runner_);
 }
 
 void Trainer::zero_gradients() {
@@ -192,7 +247,7 @@ int64_t Trainer::state_bytes() const {
   TensorList inputs = batch.inputs;
   inputs.insert(inputs.end(), batch.targets.begin(), batch.targets.end());
   return tensor_bytes(state) + tensor_bytes(gradients) + optimizer_state_bytes("adamw", *model_.chain) +
-         tensor_bytes(inputs);
+         tensor_bytes(inputs) + (averager_ ? averager_->buffer_bytes() : 0);
 }
 
 int64_t Trainer::step_peak_bytes(const StepResult& result) const {
@@ -225,6 +280,13 @@ TrainStep Trainer::train_step() {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate);
   }
   TrainStep out = run_step(batch, *runner_);
+  if (averager_) {
+    // Every rank now holds the mean gradient, and reports the mean loss: the same numbers
+    // one process with the whole global batch computes (up to the summation order).
+    averager_->finish();
+    out.loss = group_->all_reduce_mean({out.loss}).front();
+    out.items *= group_->world_size();
+  }
   if (!std::isfinite(out.loss)) {
     const std::string broken = first_non_finite_parameter(*model_.chain);
     if (!broken.empty()) {
@@ -338,8 +400,11 @@ Evaluation Trainer::evaluate() {
 }
 
 void Trainer::save(const std::string& path) const {
+  if (group_ && group_->rank() != 0) return;
   torch::serialize::OutputArchive archive;
   archive.write("format", scalar(kCheckpointFormat));
+  // Absent in single-process checkpoints, so that their bytes stay what they were.
+  if (group_) archive.write("world_size", scalar(group_->world_size()));
   archive.write("model_name", c10::IValue(model_.info.name));
   archive.write("data", c10::IValue(train_->describe()));
   archive.write("batch_size", scalar(options_.batch_size));
@@ -445,6 +510,13 @@ void Trainer::resume(const std::string& path) {
     };
     const std::string model_name = read_string(archive, "model_name");
     if (model_name != model_.info.name) mismatch("model", model_name, model_.info.name, "--model");
+    torch::Tensor saved_world;
+    const int64_t world_size = archive.try_read("world_size", saved_world) ? saved_world.item<int64_t>() : 1;
+    const int64_t this_world = group_ ? group_->world_size() : 1;
+    if (world_size != this_world) {
+      mismatch("a data-parallel run of", std::to_string(world_size) + " processes",
+               std::to_string(this_world), "number of processes (--nproc or WORLD_SIZE)");
+    }
     const int64_t batch_size = read_int(archive, "batch_size");
     if (batch_size != options_.batch_size) {
       mismatch("batch size", std::to_string(batch_size), std::to_string(options_.batch_size), "--batch");

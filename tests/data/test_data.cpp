@@ -229,6 +229,25 @@ TEST(DataLoaderOrder, SetPositionContinuesTheSameSequence) {
   EXPECT_THROW(memento::DataLoader(data, 31, 0), memento::InvalidArgument);
 }
 
+// Two shards of batch 4 serve, step by step, the two halves of what one loader of batch 8
+// serves, across epochs: a data-parallel run sees the data of one process.
+TEST(DataLoaderOrder, ShardsSplitEachGlobalBatchInRankOrder) {
+  auto data = numbered_windows(40);
+  memento::DataLoader whole(data, 8, 11);
+  memento::DataLoader first(data, 4, 11, true, {0, 2});
+  memento::DataLoader second(data, 4, 11, true, {1, 2});
+  EXPECT_EQ(first.batches_per_epoch(), whole.batches_per_epoch());
+  for (int step = 0; step < 12; ++step) {
+    std::vector<int64_t> joined = first_tokens(first.next());
+    const auto rest = first_tokens(second.next());
+    joined.insert(joined.end(), rest.begin(), rest.end());
+    EXPECT_EQ(joined, first_tokens(whole.next())) << "step " << step;
+  }
+  EXPECT_THROW(memento::DataLoader(data, 4, 11, true, {2, 2}), memento::InvalidArgument);
+  EXPECT_THROW(memento::DataLoader(data, 4, 11, true, {0, 0}), memento::InvalidArgument);
+  EXPECT_THROW(memento::DataLoader(data, 21, 11, true, {0, 2}), memento::InvalidArgument);  // 42 > 40
+}
+
 TEST(DataLoaderOrder, EvaluationBatchesAreFixedAndSpread) {
   auto data = numbered_windows(100);
   const auto batches = memento::evaluation_batches(*data, 10, 3);

@@ -121,7 +121,10 @@ struct FixedBytes {
   int64_t gradients_bytes = 0;
   int64_t optimizer_bytes = 0;
   int64_t inputs_bytes = 0;
-  int64_t total() const { return parameters_bytes + gradients_bytes + optimizer_bytes + inputs_bytes; }
+  int64_t communication_bytes = 0;  ///< data-parallel gradient buckets (0 on one process)
+  int64_t total() const {
+    return parameters_bytes + gradients_bytes + optimizer_bytes + inputs_bytes + communication_bytes;
+  }
 };
 
 /// The profile of one training step: per-stage costs and the step's fixed bytes.

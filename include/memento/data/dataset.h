@@ -46,14 +46,28 @@ struct LoaderPosition {
   bool operator==(const LoaderPosition& other) const { return epoch == other.epoch && index == other.index; }
 };
 
+/// One process's share of a data-parallel run: shard `index` of `count`.
+struct DataShard {
+  int index = 0;
+  int count = 1;
+};
+
 /// Serves batches of `batch_size` samples, epoch after epoch. With `shuffle`, every epoch
 /// visits the samples in a permutation that depends only on (seed, epoch), drawn with a
 /// fixed algorithm (the same on every standard library). The last partial batch of an
 /// epoch is dropped so every batch has the same shape.
+///
+/// With a `shard` of `count` > 1, the loader is one rank's part of a global batch of
+/// count x batch_size samples: at every position (epoch, index) shard k serves samples
+/// [k x batch_size, (k+1) x batch_size) of the global batch that one loader with
+/// count x batch_size would serve there, so the ranks together see exactly what one
+/// process with the whole batch sees, and every rank's position is the same.
 class DataLoader {
  public:
-  /// Throws InvalidArgument when batch_size < 1 or the data set has fewer samples than one batch.
-  DataLoader(std::shared_ptr<const Dataset> dataset, int64_t batch_size, uint64_t seed, bool shuffle = true);
+  /// Throws InvalidArgument when batch_size < 1, the shard is not 0 <= index < count, or
+  /// the data set has fewer samples than one global batch.
+  DataLoader(std::shared_ptr<const Dataset> dataset, int64_t batch_size, uint64_t seed, bool shuffle = true,
+             DataShard shard = {});
 
   /// The next batch; moves to the next epoch when this one is used up.
   Batch next();
@@ -65,6 +79,7 @@ class DataLoader {
 
   int64_t batches_per_epoch() const { return batches_per_epoch_; }
   int64_t batch_size() const { return batch_size_; }
+  const DataShard& shard() const { return shard_; }
   const Dataset& dataset() const { return *dataset_; }
 
  private:
@@ -74,6 +89,7 @@ class DataLoader {
   int64_t batch_size_;
   uint64_t seed_;
   bool shuffle_;
+  DataShard shard_;
   int64_t batches_per_epoch_;
   LoaderPosition position_;
   int64_t order_epoch_ = -1;

@@ -24,8 +24,10 @@
 ///   memento::StepResult result = runner.step(batch);  // gradients accumulate in .grad()
 /// \endcode
 
+#include <functional>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "memento/core/dtr.h"
 #include "memento/core/gac.h"
@@ -78,8 +80,19 @@ class PlanRunner {
   std::string policy_state() const;
   void restore_policy_state(const std::string& state);
 
+  /// Hooks installed on the executor for each training step only (not for side
+  /// measurements with `feed_policy` false, nor for the steps the sensitivity proxy
+  /// repeats): a data-parallel gradient averager launching buckets from `Backward(i)`.
+  void set_training_hooks(ExecutorHooks hooks);
+  /// Maps one measured step's proxy per stage (NaN: none) to the values the policy decides
+  /// from, e.g. their mean over the ranks of a data-parallel run so that every rank takes
+  /// the same decisions. Must return one value per stage.
+  using StatisticsReducer = std::function<std::vector<double>(const std::vector<double>&)>;
+  void set_statistics_reducer(StatisticsReducer reducer);
+
  private:
   StepResult gac_step(const Batch& batch, bool feed_policy);
+  StepResult run_executor(const Batch& batch, bool training_step);
   // GACT's sensitivity of the stages measured at this step (all of them the first time,
   // then the next in turn), by repeating the step that just ran.
   void measure_sensitivities(const Batch& batch, const detail::StepReplay& before);
@@ -94,6 +107,8 @@ class PlanRunner {
   double proxy_s_ = 0;
   std::vector<double> sensitivity_;  // latest estimate per stage (NaN: not measured yet)
   int next_sensitivity_stage_ = 0;
+  std::optional<ExecutorHooks> training_hooks_;
+  StatisticsReducer statistics_reducer_;
 };
 
 }  // namespace memento

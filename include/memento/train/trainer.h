@@ -30,6 +30,8 @@
 #include "memento/core/profile.h"
 #include "memento/core/schedule.h"
 #include "memento/data/dataset.h"
+#include "memento/distributed/gradient_averager.h"
+#include "memento/distributed/process_group.h"
 #include "memento/models/zoo.h"
 #include "memento/torch/executor.h"
 #include "memento/torch/plan_runner.h"
@@ -83,8 +85,17 @@ class Trainer {
   /// Seeds torch's RNG with options.seed, builds AdamW over the chain's parameters, the
   /// data loader (shuffled by options.seed) and the fixed evaluation batches. Throws
   /// InvalidArgument for non-positive steps, batch size or learning rate.
+  ///
+  /// With a `group` of several processes the trainer is one rank of a data-parallel run
+  /// (docs/distributed.md): it trains on its shard of every global batch of
+  /// world_size x batch_size samples, averages the gradients over the ranks in buckets
+  /// launched during backward (GradientAverager), reports the ranks' mean loss, and hands
+  /// the gac policy the ranks' mean proxies, so that every rank holds the same parameters
+  /// and takes the same decisions. Construction checks, on every rank, that all ranks
+  /// built the same model (names, shapes and values of the parameters) and options, and
+  /// throws InvalidArgument naming the first rank that differs.
   Trainer(Model model, std::shared_ptr<const Dataset> train, std::shared_ptr<const Dataset> validation,
-          TrainOptions options);
+          TrainOptions options, std::shared_ptr<ProcessGroup> group = nullptr);
 
   /// Schedule of every following step (a planner's Plan::schedule). Default: store-all.
   /// Throws ScheduleError when it does not fit the chain's length.
@@ -119,13 +130,15 @@ class Trainer {
   /// Writes the training state to `path` atomically (memento/core/output_file.h: a
   /// temporary file in the same directory, flushed to disk, then renamed over `path`),
   /// sealed with its format version, length and checksum (memento/core/sealed.h). The same
-  /// state always gives the same bytes, so a checkpoint's hash identifies its state.
+  /// state always gives the same bytes, so a checkpoint's hash identifies its state. In a
+  /// data-parallel run only rank 0 writes: every rank holds the same state, so one file is
+  /// the whole run's checkpoint (resume() reads it on every rank).
   /// Throws IoError naming the file when it cannot be written.
   void save(const std::string& path) const;
   /// Restores a state written by save() (or by memento 0.1's unsealed format 1). Throws
   /// DataError naming the file when it is missing, not a memento checkpoint, truncated or
   /// damaged (checksum), and InvalidArgument naming the option when it was written for
-  /// another model, parameter shape, batch size, seed or data set. A refused checkpoint
+  /// another model, parameter shape, batch size, seed, data set or number of processes. A refused checkpoint
   /// leaves the trainer as it was.
   void resume(const std::string& path);
 
@@ -138,6 +151,10 @@ class Trainer {
   Executor& executor() { return *executor_; }
   const TrainOptions& options() const { return options_; }
   const DataLoader& loader() const { return loader_; }
+  /// The data-parallel group (nullptr on one process) and its gradient averager.
+  const ProcessGroup* process_group() const { return group_.get(); }
+  const GradientAverager* gradient_averager() const { return averager_.get(); }
+  GradientAverager* gradient_averager() { return averager_.get(); }
 
  private:
   void zero_gradients();
@@ -158,6 +175,11 @@ class Trainer {
   std::vector<Batch> evaluation_batches_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  void join_runner(PlanRunner& runner);
+  void require_same_model_on_every_rank();
+
+  std::shared_ptr<ProcessGroup> group_;
+  std::unique_ptr<GradientAverager> averager_;
   std::unique_ptr<PlanRunner> runner_;
   int64_t step_ = 0;
 };
