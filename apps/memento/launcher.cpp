@@ -189,7 +189,6 @@ DistributedOptions read_distributed_options(const DistributedArguments& args) {
 }
 
 int launch_processes(const DistributedArguments& args) {
-  read_distributed_options(args);  // the options' errors once, before any process starts
   const int world_size = static_cast<int>(args.nproc);
   const std::string address = args.master_addr.empty() ? "127.0.0.1" : args.master_addr;
   const int port = args.master_port != -1 ? static_cast<int>(args.master_port) : free_loopback_port();

@@ -34,7 +34,8 @@ DistributedOptions read_distributed_options(const DistributedArguments& args);
 bool launches_processes(const DistributedArguments& args);
 
 /// Runs N copies of this process's command line as ranks 0..N-1 on this machine and waits
-/// for them. When one fails (an error, or killed by a signal) it says which on stderr,
+/// for them (call read_distributed_options first, so that its errors are told once, not by
+/// every rank). When one fails (an error, or killed by a signal) it says which on stderr,
 /// gives the others --timeout seconds to stop on their own (they report the lost rank),
 /// then stops them. Returns 0 when every rank succeeded, else the first failure's exit
 /// status (2 for a rank ended by a signal).

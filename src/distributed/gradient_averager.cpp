@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <unordered_map>
+#include <unordered_set>
 
 #include "memento/core/error.h"
 
@@ -25,16 +25,13 @@ struct OwnedParameter {
 // from the last stage to the first, so a parameter shared by several stages (tied
 // embeddings) has its final gradient after the Backward of the first.
 std::vector<OwnedParameter> owned_parameters(const Chain& chain) {
-  std::unordered_map<const void*, size_t> index;
+  std::unordered_set<const void*> seen;
   std::vector<OwnedParameter> owned;
   for (int stage = 0; stage < chain.length(); ++stage) {
     for (const auto& parameter : chain.stage(stage).parameters()) {
-      if (!parameter.requires_grad()) continue;
-      const void* key = parameter.unsafeGetTensorImpl();
-      const auto found = index.find(key);
-      if (found != index.end()) continue;  // an earlier stage already holds it
-      index.emplace(key, owned.size());
-      owned.push_back({parameter, stage});
+      // A parameter an earlier stage already holds stays with that stage.
+      if (parameter.requires_grad() && seen.insert(parameter.unsafeGetTensorImpl()).second)
+        owned.push_back({parameter, stage});
     }
   }
   return owned;

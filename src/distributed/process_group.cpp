@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "memento/core/error.h"
+#include "torch/stage_errors.h"
 
 namespace memento {
 
@@ -27,14 +28,10 @@ std::chrono::milliseconds milliseconds(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
 }
 
-std::string first_line(const std::string& text) {
-  return text.substr(0, text.find('\n'));
-}
-
 std::string what_of(const std::exception& error) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error))
-    return first_line(c10_error->what_without_backtrace());
-  return first_line(error.what());
+    return detail::one_line(c10_error->what_without_backtrace());
+  return detail::one_line(error.what());
 }
 
 bool contains(const std::string& text, const std::string& part) {
